@@ -1,0 +1,46 @@
+"""Command line: ``python -m energyad list`` and ``python -m energyad reproduce <id>``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m energyad", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="list the experiments")
+    rep = sub.add_parser("reproduce", help="run an experiment and write DIR/<id>.json")
+    rep.add_argument("experiment", help="experiment id (see `list`)")
+    rep.add_argument("--profile", choices=("quick", "full"), default=None,
+                     help="default: $ENERGYAD_PROFILE or quick")
+    rep.add_argument("--out", default="runs", help="output folder (default: runs)")
+    rep.add_argument("--device", default=None, help="cuda, mps or cpu (default: automatic)")
+    rep.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from .experiments import load_all
+
+    if args.cmd == "list":
+        reg = load_all()
+        width = max((len(k) for k in reg), default=10)
+        for id, exp in sorted(reg.items(), key=lambda kv: (kv[1].chapter, kv[0])):
+            needs = f"  [needs: {', '.join(exp.needs)}]" if exp.needs else ""
+            print(f"{id:<{width}}  {exp.chapter:<12} {'/'.join(exp.profiles):<11} {exp.description}{needs}")
+        return 0
+
+    from .experiments.runner import run
+
+    try:
+        res = run(args.experiment, args.profile, args.out, args.device, args.seed)
+    except (KeyError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}/{res['experiment']}.json ({res['profile']} profile, "
+          f"{res['provenance']['seconds']:.1f} s on {res['provenance']['device']})")
+    for k, v in res["metrics"].items():
+        print(f"  {k}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""The reproduction contract: every experiment of the book, runnable by id.
+
+``python -m energyad reproduce <id> --profile quick|full --out DIR`` writes ``DIR/<id>.json``::
+
+    {"experiment", "profile", "metrics", "paper", "config", "provenance"}
+
+where ``paper`` holds the paper's numbers for the same cells and ``provenance`` the commit, date,
+device, torch version, data source and wall-clock seconds, plus the experiment's figures (PNG) in
+``DIR``. An experiment is a function registered with :func:`experiment`; it receives the profile,
+the output folder and the device, and returns ``{"metrics", "config", "paper"}`` (and optionally
+``"data"``: a description of the data actually used).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Callable
+
+# Experiment modules, one per chapter. Each registers its experiments on import.
+MODULES = ("foundations", "genc", "dehaene", "matsubara", "kinder", "compare")
+
+
+@dataclass
+class Experiment:
+    id: str
+    fn: Callable
+    chapter: str
+    description: str
+    profiles: tuple = ("quick", "full")
+    needs: tuple = field(default_factory=tuple)  # e.g. ("gpu",) or ("svhn",): shown by `list`
+
+
+REGISTRY: dict[str, Experiment] = {}
+
+
+def experiment(id: str, *, chapter: str, description: str, profiles=("quick", "full"), needs=()):
+    """Register ``fn(profile, out, device) -> {"metrics", "config", "paper"}`` under ``id``."""
+
+    def wrap(fn):
+        if id in REGISTRY and REGISTRY[id].fn is not fn:
+            raise ValueError(f"experiment id {id!r} registered twice")
+        REGISTRY[id] = Experiment(id, fn, chapter, description, tuple(profiles), tuple(needs))
+        return fn
+
+    return wrap
+
+
+def load_all() -> dict[str, Experiment]:
+    """Import every experiment module that exists and return the registry."""
+    for name in MODULES:
+        full = f"{__name__}.{name}"
+        if importlib.util.find_spec(full) is not None:
+            importlib.import_module(full)
+    return REGISTRY
+
+
+def get(id: str) -> Experiment:
+    reg = load_all()
+    if id not in reg:
+        known = ", ".join(sorted(reg)) or "(none)"
+        raise KeyError(f"Unknown experiment {id!r}. Known experiments: {known}. See `python -m energyad list`.")
+    return reg[id]
