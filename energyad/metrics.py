@@ -1,12 +1,30 @@
-"""Metrics of the course: image AUROC, pixel AUROC, PRO/AUPRO, and thresholds.
+"""Metrics of the course: image AUROC, pixel AUROC, PRO/AUPRO, and thresholds from normal data.
 
-(The metrics helper extends this module; the signatures below are the contract.)
+All functions accept numpy arrays or torch tensors; higher scores mean "more anomalous".
+
+Image AUROC
+    Area under the ROC curve of image scores against image labels (1 = anomalous). Equal to the
+    probability that a random anomalous image outscores a random normal one, ties counting 1/2:
+    ``AUROC = 1/(n0 n1) * sum_{i: y=1} sum_{j: y=0} ([s_i > s_j] + 1/2 [s_i = s_j])``.
+Pixel AUROC
+    The same over every pixel of every test image, with the ground-truth masks as labels.
+PRO and AUPRO (Bergmann et al., IJCV 2021)
+    Ground-truth regions C_k are the 8-connected components of each mask. At threshold t,
+    ``PRO(t) = mean_k |{p in C_k : a(p) > t}| / |C_k|`` (every region counts once, whatever its
+    size) and ``FPR(t) = |{p normal : a(p) > t}| / |{p normal}|`` over all defect-free pixels of all
+    images. ``AUPRO(l) = (1/l) * integral_0^l PRO d FPR``, so a perfect map gives 1.
+Thresholds
+    ``three_sigma_threshold``: mean + k std of training scores; ``quantile_threshold``: a quantile.
+    Neither uses anomalous data.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
+from scipy import ndimage
+from sklearn import metrics as skm
+
+EIGHT_CONNECTED = np.ones((3, 3), dtype=int)
 
 
 def _np(a) -> np.ndarray:
@@ -15,13 +33,118 @@ def _np(a) -> np.ndarray:
     return np.asarray(a)
 
 
+def _maps_masks(maps, masks) -> tuple[np.ndarray, np.ndarray]:
+    """Return (N, H, W) float64 maps and bool masks; accept (N, 1, H, W) or (N, H, W) or (H, W)."""
+    m, g = _np(maps).astype(np.float64), _np(masks) > 0.5
+    if m.shape != g.shape:
+        raise ValueError(f"maps {m.shape} and masks {g.shape} must have the same shape")
+    if m.ndim == 4:
+        if m.shape[1] != 1:
+            raise ValueError(f"maps must have one channel, got shape {m.shape}")
+        m, g = m[:, 0], g[:, 0]
+    elif m.ndim == 2:
+        m, g = m[None], g[None]
+    if m.ndim != 3:
+        raise ValueError(f"maps must be (N, 1, H, W), (N, H, W) or (H, W), got {m.shape}")
+    return m, g
+
+
+def _check_both_classes(labels: np.ndarray, what: str) -> None:
+    if labels.all() or not labels.any():
+        raise ValueError(f"{what} needs both normal and anomalous samples (got only "
+                         f"{'anomalous' if labels.all() else 'normal'} ones)")
+
+
 def image_auroc(scores, labels) -> float:
     """Area under the ROC curve of image scores (higher = anomalous) against labels (1 = anomaly)."""
-    return float(roc_auc_score(_np(labels).ravel().astype(int), _np(scores).ravel().astype(np.float64)))
+    y = _np(labels).ravel().astype(int)
+    _check_both_classes(y, "image_auroc")
+    return float(skm.roc_auc_score(y, _np(scores).ravel().astype(np.float64)))
+
+
+def roc_curve(scores, labels):
+    """``(fpr, tpr, thresholds)`` of image scores against labels (scikit-learn's ROC)."""
+    return skm.roc_curve(_np(labels).ravel().astype(int), _np(scores).ravel().astype(np.float64))
 
 
 def pixel_auroc(maps, masks) -> float:
     """AUROC over all pixels of all images: ``maps`` (N, 1, H, W) or (N, H, W), ``masks`` binary, same shape."""
-    m = _np(maps).astype(np.float64).ravel()
-    g = (_np(masks).ravel() > 0.5).astype(int)
-    return float(roc_auc_score(g, m))
+    m, g = _maps_masks(maps, masks)
+    _check_both_classes(g, "pixel_auroc")
+    return float(skm.roc_auc_score(g.ravel().astype(int), m.ravel()))
+
+
+def pro_curve(maps, masks):
+    """The exact PRO curve: ``(fpr, pro)`` at every distinct score, from (0, 0) to (1, 1).
+
+    All pixels are sorted by score once; lowering the threshold past a pixel raises either the FPR
+    (a defect-free pixel) or the overlap of that pixel's region by 1/(|C_k| * n_regions).
+    """
+    m, g = _maps_masks(maps, masks)
+    regions = np.zeros(m.shape, dtype=np.int64)
+    n_regions = 0
+    for i in range(len(g)):
+        lab, n = ndimage.label(g[i], structure=EIGHT_CONNECTED)
+        regions[i] = np.where(lab > 0, lab + n_regions, 0)
+        n_regions += n
+    if n_regions == 0:
+        raise ValueError("pro_curve needs at least one anomalous region in the masks")
+    n_normal = int((~g).sum())
+    if n_normal == 0:
+        raise ValueError("pro_curve needs defect-free pixels to measure false positives")
+    scores, reg = m.ravel(), regions.ravel()
+    sizes = np.bincount(reg, minlength=n_regions + 1).astype(np.float64)
+    # each pixel's contribution when it passes the threshold
+    d_fpr = np.where(reg == 0, 1.0 / n_normal, 0.0)
+    d_pro = np.where(reg > 0, 1.0 / (sizes[reg] * n_regions), 0.0)
+    order = np.argsort(-scores, kind="mergesort")
+    s_sorted = scores[order]
+    fpr, pro = np.cumsum(d_fpr[order]), np.cumsum(d_pro[order])
+    # keep one point per distinct score (ties pass the threshold together)
+    last_of_tie = np.r_[s_sorted[1:] != s_sorted[:-1], True]
+    fpr = np.r_[0.0, fpr[last_of_tie]]
+    pro = np.r_[0.0, pro[last_of_tie]]
+    fpr[-1], pro[-1] = 1.0, 1.0  # every pixel is above the lowest threshold (removes rounding error)
+    return np.clip(fpr, 0, 1), np.clip(pro, 0, 1)
+
+
+def aupro(maps, masks, fpr_limit: float = 0.3) -> float:
+    """Area under the PRO curve up to ``fpr_limit``, divided by ``fpr_limit`` (1.0 = perfect)."""
+    if not 0 < fpr_limit <= 1:
+        raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
+    fpr, pro = pro_curve(maps, masks)
+    keep = fpr <= fpr_limit
+    x, y = fpr[keep], pro[keep]
+    if x[-1] < fpr_limit:  # interpolate the curve at the limit
+        j = int(np.searchsorted(fpr, fpr_limit, side="right"))
+        x0, x1, y0, y1 = fpr[j - 1], fpr[j], pro[j - 1], pro[j]
+        y_lim = y0 + (y1 - y0) * (fpr_limit - x0) / (x1 - x0) if x1 > x0 else y1
+        x, y = np.r_[x, fpr_limit], np.r_[y, y_lim]
+    return float(np.trapezoid(y, x) / fpr_limit)
+
+
+def three_sigma_threshold(train_scores, k: float = 3.0) -> float:
+    """Mean + ``k`` standard deviations of scores on normal (training) data."""
+    s = _np(train_scores).astype(np.float64).ravel()
+    return float(s.mean() + k * s.std(ddof=1))
+
+
+def quantile_threshold(train_scores, q: float = 0.99) -> float:
+    """The ``q`` quantile of scores on normal (training) data."""
+    return float(np.quantile(_np(train_scores).astype(np.float64).ravel(), q))
+
+
+def binarize(maps, threshold: float):
+    """``maps > threshold`` as the input's type (tensor in, tensor out)."""
+    if isinstance(maps, torch.Tensor):
+        return (maps > threshold).to(maps.dtype)
+    return (np.asarray(maps) > threshold).astype(np.float64)
+
+
+def summarize(scores, labels, maps=None, masks=None, fpr_limit: float = 0.3) -> dict:
+    """``{"image_auroc"}`` and, when maps and masks are given, ``pixel_auroc`` and ``aupro``."""
+    out = {"image_auroc": image_auroc(scores, labels)}
+    if maps is not None and masks is not None:
+        out["pixel_auroc"] = pixel_auroc(maps, masks)
+        out["aupro"] = aupro(maps, masks, fpr_limit)
+    return out

@@ -1,0 +1,131 @@
+"""Metrics against independent computations: pair counting, and a brute-force PRO per threshold."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from energyad import metrics
+
+
+def auroc_by_pairs(scores, labels):
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    wins = sum((p > n) + 0.5 * (p == n) for p, n in itertools.product(pos, neg))
+    return wins / (len(pos) * len(neg))
+
+
+def test_image_auroc_against_pair_counting():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 6, 40).astype(float)  # many ties
+    labels = rng.integers(0, 2, 40)
+    assert metrics.image_auroc(scores, labels) == pytest.approx(auroc_by_pairs(scores, labels))
+    assert metrics.image_auroc(torch.tensor(scores), torch.tensor(labels)) == pytest.approx(
+        auroc_by_pairs(scores, labels))
+    with pytest.raises(ValueError, match="both normal and anomalous"):
+        metrics.image_auroc(scores, np.ones(40))
+
+
+def test_pixel_auroc_against_pair_counting_on_pixels():
+    rng = np.random.default_rng(1)
+    maps = rng.random((2, 1, 4, 4)).round(1)
+    masks = (rng.random((2, 1, 4, 4)) > 0.7).astype(float)
+    assert metrics.pixel_auroc(maps, masks) == pytest.approx(auroc_by_pairs(maps.ravel(), masks.ravel()))
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.pixel_auroc(maps, masks[:, :, :2])
+
+
+def test_roc_curve_endpoints():
+    fpr, tpr, _ = metrics.roc_curve([0.1, 0.2, 0.9, 0.8], [0, 0, 1, 1])
+    assert fpr[0] == 0 and tpr[-1] == 1 and fpr[-1] == 1
+    assert np.trapezoid(tpr, fpr) == pytest.approx(1.0)
+
+
+def brute_force_aupro(maps, masks, limit):
+    """Independent reference: loop over every distinct threshold, label regions per image with an
+    explicit flood fill, measure overlaps and FPR directly, integrate with linear interpolation."""
+    maps, masks = np.asarray(maps, float)[:, 0], np.asarray(masks)[:, 0] > 0.5
+    regions = []
+    for img in range(len(masks)):
+        seen = np.zeros_like(masks[img])
+        H, W = masks[img].shape
+        for i, j in zip(*np.nonzero(masks[img])):
+            if seen[i, j]:
+                continue
+            stack, comp = [(i, j)], []
+            seen[i, j] = True
+            while stack:
+                a, b = stack.pop()
+                comp.append((a, b))
+                for da, db in itertools.product((-1, 0, 1), repeat=2):
+                    u, v = a + da, b + db
+                    if 0 <= u < H and 0 <= v < W and masks[img][u, v] and not seen[u, v]:
+                        seen[u, v] = True
+                        stack.append((u, v))
+            regions.append((img, comp))
+    normal = ~masks
+    points = [(0.0, 0.0)]
+    for t in sorted(set(maps.ravel()), reverse=True):
+        above = maps >= t
+        fpr = (above & normal).sum() / normal.sum()
+        pro = np.mean([np.mean([above[img][p] for p in comp]) for img, comp in regions])
+        points.append((fpr, pro))
+    xs, ys = np.array(points).T
+    grid = np.r_[xs[xs <= limit], limit]
+    return np.trapezoid(np.interp(grid, xs, ys), grid) / limit
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_aupro_against_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((3, 1, 12, 12))
+    masks[0, 0, 1:4, 1:4] = 1          # two regions in one image
+    masks[0, 0, 7:11, 6:8] = 1
+    masks[0, 0, 4, 4] = 1              # touches the first region diagonally: 8-connected, same region
+    masks[1, 0, 5:9, 5:9] = 1
+    # image 2 is a good image: only defect-free pixels
+    maps = rng.random((3, 1, 12, 12)) + 0.6 * masks
+    maps = np.round(maps, 1)           # ties
+    for limit in (0.05, 0.3, 1.0):
+        assert metrics.aupro(maps, masks, limit) == pytest.approx(brute_force_aupro(maps, masks, limit), abs=1e-9)
+
+
+def test_aupro_worked_examples():
+    masks = torch.zeros(2, 1, 10, 10)
+    masks[0, 0, 1:4, 1:4] = 1
+    masks[0, 0, 6:9, 6:9] = 1
+    assert metrics.aupro(masks, masks) == pytest.approx(1.0)
+    # a constant map: every threshold flags everything or nothing -> PRO = FPR along the chord
+    assert metrics.aupro(torch.zeros_like(masks), masks, 0.3) == pytest.approx(0.15)
+    # one region ranked perfectly, the other ranked below all normal pixels
+    amap = torch.rand(2, 1, 10, 10, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.1
+    amap[0, 0, 1:4, 1:4] = 1.0
+    amap[0, 0, 6:9, 6:9] = 0.0
+    assert metrics.aupro(amap, masks, 0.3) == pytest.approx(0.5)
+    assert metrics.pixel_auroc(amap, masks) == pytest.approx(0.5 * 1 + 0.5 * 0)
+    with pytest.raises(ValueError, match="anomalous region"):
+        metrics.aupro(amap, torch.zeros_like(masks))
+
+
+def test_pro_curve_is_monotone_and_ends_at_one():
+    rng = np.random.default_rng(3)
+    masks = np.zeros((2, 8, 8)); masks[0, 2:5, 2:5] = 1
+    fpr, pro = metrics.pro_curve(rng.random((2, 8, 8)), masks)
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(pro) >= 0)
+    assert fpr[-1] == pytest.approx(1) and pro[-1] == pytest.approx(1)
+    assert ndimage.label(masks[0])[1] == 1
+
+
+def test_thresholds_against_numpy():
+    s = np.random.default_rng(4).normal(size=1000)
+    assert metrics.three_sigma_threshold(s) == pytest.approx(s.mean() + 3 * s.std(ddof=1))
+    assert metrics.three_sigma_threshold(torch.tensor(s), k=2) == pytest.approx(s.mean() + 2 * s.std(ddof=1))
+    assert metrics.quantile_threshold(s, 0.9) == pytest.approx(np.quantile(s, 0.9))
+    b = metrics.binarize(torch.tensor([0.1, 0.5, 0.9]), 0.5)
+    assert b.tolist() == [0.0, 0.0, 1.0]
+
+
+def test_summarize():
+    masks = np.zeros((2, 1, 4, 4)); masks[1, 0, :2, :2] = 1
+    out = metrics.summarize([0.1, 0.9], [0, 1], masks * 2.0, masks)
+    assert out == {"image_auroc": 1.0, "pixel_auroc": 1.0, "aupro": pytest.approx(1.0)}
