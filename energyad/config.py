@@ -9,6 +9,8 @@ variables, so one setting switches the whole course:
 ``ENERGYAD_DATA``
     Where data sets live (read and downloaded). Default: a per-user cache folder
     (``pooch.os_cache("energyad")``). Nothing in the library hard-codes any other path.
+``ENERGYAD_CACHE``
+    A writable folder for generated data and checkpoints (default: the per-user cache folder).
 ``ENERGYAD_DEVICE``
     Overrides the automatic choice (``cuda``, then ``mps``, then ``cpu``).
 
@@ -46,6 +48,19 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 
         root = pooch.os_cache("energyad")
     return Path(root).expanduser().resolve()
+
+
+def cache_root() -> Path:
+    """A writable folder for things the library generates (synthetic data, checkpoints):
+    ``$ENERGYAD_CACHE``, else a per-user cache folder."""
+    root = os.environ.get("ENERGYAD_CACHE")
+    if not root:
+        import pooch
+
+        root = pooch.os_cache("energyad")
+    path = Path(root).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def get_device(device: str | torch.device | None = None) -> torch.device:

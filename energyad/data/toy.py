@@ -1,0 +1,103 @@
+"""The erased-patch toy of Matsubara et al. (Sec. V-B): small anomalies on images of heterogeneous
+complexity.
+
+The paper's words: "We randomly selected 1 % of samples as anomalous samples by randomly erasing
+their 4 x 4 subregions. We duplicated 26,032 test samples, keeping half as normal samples and
+randomly erasing subregions of the other half to obtain anomalous samples."
+
+The paper does not say which value an erased pixel takes; we set it to 0 (black), the usual
+meaning of "erasing" in image augmentation, and record the erased box of every image.
+The training set keeps its 1% of erased images (the paper trains on the contaminated set; the
+flag ``train_is_erased`` lets a chapter show them).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+PATCH = 4             # side of the erased square (paper: 4 x 4)
+CONTAMINATION = 0.01  # fraction of erased training images (paper: 1 %)
+
+
+def erase_patches(images: torch.Tensor, patch: int = PATCH, value: float = 0.0,
+                  generator: torch.Generator | None = None):
+    """Erase one random ``patch`` x ``patch`` square per image: ``(erased (N, C, H, W), boxes (N, 2))``
+    where ``boxes[i] = (top, left)``."""
+    N, C, H, W = images.shape
+    tops = torch.randint(0, H - patch + 1, (N,), generator=generator)
+    lefts = torch.randint(0, W - patch + 1, (N,), generator=generator)
+    out = images.clone()
+    rows = tops[:, None] + torch.arange(patch)             # (N, patch)
+    cols = lefts[:, None] + torch.arange(patch)            # (N, patch)
+    n_idx = torch.arange(N)[:, None, None]
+    out.permute(0, 2, 3, 1)[n_idx, rows[:, :, None], cols[:, None, :]] = value  # (N, patch, patch, C)
+    return out, torch.stack([tops, lefts], 1)
+
+
+def make_erased_patch_toy(train_images: torch.Tensor, test_images: torch.Tensor, patch: int = PATCH,
+                          contamination: float = CONTAMINATION, seed: int = 0) -> dict:
+    """Build the toy from float images (N, C, H, W) in [0, 1].
+
+    Returns ``x_train`` (with ``contamination`` of its images erased), ``train_is_erased`` (bool),
+    ``x_test`` = the test images followed by an erased copy of each, ``y_test`` (1 = erased),
+    ``test_boxes`` ((top, left) of each erased square, -1 for intact images), ``erase_mask``
+    (N_test, 1, H, W): the pixels that were erased.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n = len(train_images)
+    k = int(round(contamination * n))
+    chosen = torch.randperm(n, generator=g)[:k]
+    x_train = train_images.clone()
+    x_train[chosen], _ = erase_patches(train_images[chosen], patch, generator=g)
+    train_is_erased = torch.zeros(n, dtype=torch.bool)
+    train_is_erased[chosen] = True
+
+    erased, boxes = erase_patches(test_images, patch, generator=g)
+    m = len(test_images)
+    x_test = torch.cat([test_images, erased])
+    y_test = torch.cat([torch.zeros(m, dtype=torch.long), torch.ones(m, dtype=torch.long)])
+    test_boxes = torch.cat([torch.full((m, 2), -1), boxes])
+    H, W = test_images.shape[-2:]
+    mask = torch.zeros(2 * m, 1, H, W)
+    for i, (t, l) in enumerate(boxes.tolist()):
+        mask[m + i, 0, t:t + patch, l:l + patch] = 1
+    return {"x_train": x_train, "train_is_erased": train_is_erased, "x_test": x_test, "y_test": y_test,
+            "test_boxes": test_boxes, "erase_mask": mask}
+
+
+def _subset(x: np.ndarray, n: int | None, rng) -> np.ndarray:
+    if n is None or n >= len(x):
+        return x
+    return x[np.sort(rng.choice(len(x), n, replace=False))]
+
+
+def mnist_erased_patch_toy(root=None, n_train: int | None = None, n_test: int | None = None, seed: int = 0,
+                           allow_standin: bool = True) -> dict:
+    """The toy on MNIST (1 x 28 x 28), for machines without SVHN; adds ``source``."""
+    from .mnist import load_mnist, load_mnist_or_standin
+
+    rng = np.random.default_rng(seed)
+    if allow_standin:
+        tr, _, source = load_mnist_or_standin("train", root)
+        te, _, _ = load_mnist_or_standin("test", root)
+    else:
+        tr, te = load_mnist("train", root)[0], load_mnist("test", root)[0]
+        source = "MNIST"
+    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).float().div(255)[:, None]  # (N, 1, 28, 28)
+    out = make_erased_patch_toy(to_t(_subset(tr, n_train, rng)), to_t(_subset(te, n_test, rng)), seed=seed)
+    out["source"] = f"erased-patch toy on {source}"
+    return out
+
+
+def svhn_erased_patch_toy(root=None, n_train: int | None = None, n_test: int | None = None, seed: int = 0,
+                          download: bool = True) -> dict:
+    """The paper's toy on SVHN (3 x 32 x 32); raises DataError when SVHN is unavailable."""
+    from .svhn import load_svhn
+
+    rng = np.random.default_rng(seed)
+    tr = load_svhn("train", root, download)[0]
+    te = load_svhn("test", root, download)[0]
+    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).float().div(255).permute(0, 3, 1, 2)  # (N, 3, 32, 32)
+    out = make_erased_patch_toy(to_t(_subset(tr, n_train, rng)), to_t(_subset(te, n_test, rng)), seed=seed)
+    out["source"] = "erased-patch toy on SVHN"
+    return out
