@@ -35,24 +35,24 @@ def erase_patches(images: torch.Tensor, patch: int = PATCH, value: float = 0.0,
 
 
 def make_erased_patch_toy(train_images: torch.Tensor, test_images: torch.Tensor, patch: int = PATCH,
-                          contamination: float = CONTAMINATION, seed: int = 0) -> dict:
+                          contamination: float = CONTAMINATION, seed: int = 0, value: float = 0.0) -> dict:
     """Build the toy from float images (N, C, H, W) in [0, 1].
 
     Returns ``x_train`` (with ``contamination`` of its images erased), ``train_is_erased`` (bool),
     ``x_test`` = the test images followed by an erased copy of each, ``y_test`` (1 = erased),
     ``test_boxes`` ((top, left) of each erased square, -1 for intact images), ``erase_mask``
-    (N_test, 1, H, W): the pixels that were erased.
+    (N_test, 1, H, W): the pixels that were erased. ``value`` is what an erased pixel becomes.
     """
     g = torch.Generator().manual_seed(seed)
     n = len(train_images)
     k = int(round(contamination * n))
     chosen = torch.randperm(n, generator=g)[:k]
     x_train = train_images.clone()
-    x_train[chosen], _ = erase_patches(train_images[chosen], patch, generator=g)
+    x_train[chosen], _ = erase_patches(train_images[chosen], patch, value, generator=g)
     train_is_erased = torch.zeros(n, dtype=torch.bool)
     train_is_erased[chosen] = True
 
-    erased, boxes = erase_patches(test_images, patch, generator=g)
+    erased, boxes = erase_patches(test_images, patch, value, generator=g)
     m = len(test_images)
     x_test = torch.cat([test_images, erased])
     y_test = torch.cat([torch.zeros(m, dtype=torch.long), torch.ones(m, dtype=torch.long)])
@@ -65,27 +65,32 @@ def make_erased_patch_toy(train_images: torch.Tensor, test_images: torch.Tensor,
             "test_boxes": test_boxes, "erase_mask": mask}
 
 
-def _subset(x: np.ndarray, n: int | None, rng) -> np.ndarray:
-    if n is None or n >= len(x):
-        return x
-    return x[np.sort(rng.choice(len(x), n, replace=False))]
+def _subset_idx(n_all: int, n: int | None, rng) -> np.ndarray:
+    if n is None or n >= n_all:
+        return np.arange(n_all)
+    return np.sort(rng.choice(n_all, n, replace=False))
 
 
 def mnist_erased_patch_toy(root=None, n_train: int | None = None, n_test: int | None = None, seed: int = 0,
-                           allow_standin: bool = True) -> dict:
-    """The toy on MNIST (1 x 28 x 28), for machines without SVHN; adds ``source``."""
+                           allow_standin: bool = True, value: float = 0.0) -> dict:
+    """The toy on MNIST (1 x 28 x 28), for machines without SVHN; adds ``source``.
+
+    On MNIST's black background an erased (black) patch often changes nothing; ``value=1.0`` draws a
+    white square instead, a variant that is always visible (not in the paper)."""
     from .mnist import load_mnist, load_mnist_or_standin
 
     rng = np.random.default_rng(seed)
     if allow_standin:
         tr, _, source = load_mnist_or_standin("train", root)
-        te, _, _ = load_mnist_or_standin("test", root)
+        te, te_y, _ = load_mnist_or_standin("test", root)
     else:
-        tr, te = load_mnist("train", root)[0], load_mnist("test", root)[0]
+        (tr, _), (te, te_y) = load_mnist("train", root), load_mnist("test", root)
         source = "MNIST"
+    i_tr, i_te = _subset_idx(len(tr), n_train, rng), _subset_idx(len(te), n_test, rng)
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).float().div(255)[:, None]  # (N, 1, 28, 28)
-    out = make_erased_patch_toy(to_t(_subset(tr, n_train, rng)), to_t(_subset(te, n_test, rng)), seed=seed)
-    out["source"] = f"erased-patch toy on {source}"
+    out = make_erased_patch_toy(to_t(tr[i_tr]), to_t(te[i_te]), seed=seed, value=value)
+    out["test_digits"] = torch.from_numpy(np.tile(te_y[i_te], 2))
+    out["source"] = f"erased-patch toy (patch value {value}) on {source}"
     return out
 
 
@@ -96,8 +101,10 @@ def svhn_erased_patch_toy(root=None, n_train: int | None = None, n_test: int | N
 
     rng = np.random.default_rng(seed)
     tr = load_svhn("train", root, download)[0]
-    te = load_svhn("test", root, download)[0]
+    te, te_y = load_svhn("test", root, download)
+    i_tr, i_te = _subset_idx(len(tr), n_train, rng), _subset_idx(len(te), n_test, rng)
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).float().div(255).permute(0, 3, 1, 2)  # (N, 3, 32, 32)
-    out = make_erased_patch_toy(to_t(_subset(tr, n_train, rng)), to_t(_subset(te, n_test, rng)), seed=seed)
+    out = make_erased_patch_toy(to_t(tr[i_tr]), to_t(te[i_te]), seed=seed)
+    out["test_digits"] = torch.from_numpy(np.tile(te_y[i_te], 2))
     out["source"] = "erased-patch toy on SVHN"
     return out
