@@ -91,7 +91,8 @@ def _box_figure(parts: dict, digits, y, title: str):
         bp = ax.boxplot(data, positions=pos, widths=0.3, whis=(5, 95), showfliers=False, patch_artist=True)
         for i, box in enumerate(bp["boxes"]):
             box.set_facecolor("tab:blue" if i % 2 == 0 else "tab:red")
-        ax.set_xticks(range(10)); ax.set_title(f"{p}(x) − median of normal"); ax.set_xlabel("digit")
+        ax.set_xticks(range(10), [str(d) for d in range(10)])
+        ax.set_title(f"{p}(x) − median of normal"); ax.set_xlabel("digit")
     fig.suptitle(title)
     return fig
 
