@@ -36,7 +36,7 @@ class BNSettings:
 
 def binarize(images, threshold: float = 0.3) -> torch.Tensor:
     """uint8 (N, H, W) or float in [0, 1] (N, [1,] H, W) -> uint8 {0, 1} (N, H, W)."""
-    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))
     if x.dtype == torch.uint8:
         x = x.float() / 255.0
     if x.ndim == 4:
