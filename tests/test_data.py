@@ -182,6 +182,17 @@ def test_mvtec_bad_inputs_name_the_file(syn_root, tmp_path):
         MVTecAD(tmp_path, "obj", "train")
 
 
+def test_available_categories_and_mask_filter(syn_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("ENERGYAD_DATA", str(tmp_path))
+    monkeypatch.setenv("ENERGYAD_CACHE", str(tmp_path / "cache"))
+    shutil.copytree(syn_root / "obj", tmp_path / "mvtec_ad" / "bottle")
+    shutil.copytree(syn_root / "tex", tmp_path / "mvtec_ad_256" / "carpet")
+    shutil.rmtree(tmp_path / "mvtec_ad_256" / "carpet" / "ground_truth")
+    assert mvtec.available_categories() == {"bottle": tmp_path / "mvtec_ad", "carpet": tmp_path / "mvtec_ad_256"}
+    assert list(mvtec.available_categories(need_masks=True)) == ["bottle"]
+    assert mvtec.available_categories(["grid"]) == {}
+
+
 shared_bottle = pytest.mark.skipif(not (data_root() / "mvtec_ad_256/bottle").is_dir(),
                                    reason="the MVTec bottle copy is not under ENERGYAD_DATA/mvtec_ad_256")
 

@@ -53,6 +53,20 @@ def find_mvtec_root(category: str, root=None) -> Path:
     )
 
 
+def available_categories(categories=None, need_masks: bool = False) -> dict:
+    """``{category: root}`` for every category (default: all 15) found under the data root;
+    with ``need_masks``, only those that have ``ground_truth/`` (pixel metrics need it)."""
+    found = {}
+    for c in categories or CATEGORIES:
+        try:
+            root = find_mvtec_root(c)
+        except DataError:
+            continue
+        if not need_masks or (root / c / "ground_truth").is_dir():
+            found[c] = root
+    return found
+
+
 def read_image(path: Path, channels: int | None) -> torch.Tensor:
     """A PNG as a float tensor (C, H, W) in [0, 1]; ``channels`` 1 or 3 forces the mode."""
     try:

@@ -101,21 +101,14 @@ def run_category(root, category: str, s: MVTecSettings, device, progress: bool =
             "{reconstruction, projection}, pixel AUROC and AUPRO (quick: a synthetic category at 32 px)")
 def dehaene_mvtec(profile, out, device):
     from ..data import DataError
-    from ..data.mvtec import CATEGORIES, MVTecAD, find_mvtec_root
+    from ..data.mvtec import available_categories
     from ..data.synthetic import synthetic_mvtec_root
 
     s = MVTEC_QUICK if profile == "quick" else MVTEC_FULL
     if s.synthetic:
         cats = {c: synthetic_mvtec_root() for c in s.categories}
     else:
-        cats = {}
-        for c in s.categories or CATEGORIES:
-            try:
-                root = find_mvtec_root(c)
-            except DataError:
-                continue
-            if (root / c / "ground_truth").is_dir():  # pixel metrics need masks
-                cats[c] = root
+        cats = available_categories(s.categories, need_masks=True)
         if not cats:
             raise DataError("No MVTec AD category with ground_truth/ masks under the data root: pixel AUROC "
                             "cannot be computed. See energyad.data.mvtec.download_mvtec.")

@@ -117,7 +117,7 @@ def run_mvtec_category(root, category: str, s: MVTecSettings, device, progress: 
             "(quick: synthetic categories at 32 px; full: every category present at 128 px, Table 3 network)")
 def genc_mvtec(profile, out, device):
     from ..data import DataError
-    from ..data.mvtec import CATEGORIES, find_mvtec_root
+    from ..data.mvtec import available_categories
     from ..data.synthetic import synthetic_mvtec_root
 
     s = MVTEC_QUICK if profile == "quick" else MVTEC_FULL
@@ -125,12 +125,7 @@ def genc_mvtec(profile, out, device):
         root = synthetic_mvtec_root()
         cats = {c: root for c in (s.categories or ("synthetic_texture", "synthetic_object"))}
     else:
-        cats = {}
-        for c in s.categories or CATEGORIES:
-            try:
-                cats[c] = find_mvtec_root(c)
-            except DataError:
-                pass
+        cats = available_categories(s.categories)
         if not cats:
             raise DataError("No MVTec AD category found under the data root; see energyad.data.mvtec.download_mvtec.")
     results = {}

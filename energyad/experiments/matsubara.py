@@ -150,15 +150,11 @@ PATCH_FULL = PatchSettings()
             description="Matsubara et al.: patch-wise VAE detection (max over 96px patches) on MVTec AD")
 def matsubara_mvtec(profile, out, device):
     from ..data import DataError
-    from ..data.mvtec import MVTecAD, find_mvtec_root, load_split
+    from ..data.mvtec import MVTecAD, available_categories, load_split
 
     s = PATCH_FULL
     results = {}
-    for cat in s.categories:
-        try:
-            root = find_mvtec_root(cat)
-        except DataError:
-            continue
+    for cat, root in available_categories(s.categories).items():
         x_tr = load_split(MVTecAD(root, cat, "train", image_size=s.image_size))[0]
         x_te, m_te, y_te, _ = load_split(MVTecAD(root, cat, "test", image_size=s.image_size))
         g = seed_everything(0)
