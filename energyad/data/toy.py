@@ -19,19 +19,29 @@ PATCH = 4             # side of the erased square (paper: 4 x 4)
 CONTAMINATION = 0.01  # fraction of erased training images (paper: 1 %)
 
 
-def erase_patches(images: torch.Tensor, patch: int = PATCH, value: float = 0.0,
+def erase_patches(images: torch.Tensor, patch: int = PATCH, n_patches: int = 1, value: float = 0.0,
                   generator: torch.Generator | None = None):
-    """Erase one random ``patch`` x ``patch`` square per image: ``(erased (N, C, H, W), boxes (N, 2))``
-    where ``boxes[i] = (top, left)``."""
+    """Erase ``n_patches`` random ``patch`` x ``patch`` squares per image (set them to ``value``).
+
+    ``images`` float (N, C, H, W). Returns ``(erased (N, C, H, W), boxes)`` with ``boxes`` (N, 2) of
+    ``(top, left)`` when ``n_patches == 1``, else (N, n_patches, 2). Squares may overlap.
+    """
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
     N, C, H, W = images.shape
-    tops = torch.randint(0, H - patch + 1, (N,), generator=generator)
-    lefts = torch.randint(0, W - patch + 1, (N,), generator=generator)
+    if not 1 <= patch <= min(H, W):
+        raise ValueError(f"patch {patch} does not fit in images of {H}x{W}")
+    tops = torch.randint(0, H - patch + 1, (N, n_patches), generator=generator)
+    lefts = torch.randint(0, W - patch + 1, (N, n_patches), generator=generator)
     out = images.clone()
-    rows = tops[:, None] + torch.arange(patch)             # (N, patch)
-    cols = lefts[:, None] + torch.arange(patch)            # (N, patch)
-    n_idx = torch.arange(N)[:, None, None]
-    out.permute(0, 2, 3, 1)[n_idx, rows[:, :, None], cols[:, None, :]] = value  # (N, patch, patch, C)
-    return out, torch.stack([tops, lefts], 1)
+    ar = torch.arange(patch)
+    for k in range(n_patches):
+        rows = tops[:, k, None] + ar                         # (N, patch)
+        cols = lefts[:, k, None] + ar                        # (N, patch)
+        n_idx = torch.arange(N)[:, None, None]
+        out.permute(0, 2, 3, 1)[n_idx, rows[:, :, None], cols[:, None, :]] = value  # (N, patch, patch, C)
+    boxes = torch.stack([tops, lefts], -1)                   # (N, n_patches, 2)
+    return out, (boxes[:, 0] if n_patches == 1 else boxes)
 
 
 def make_erased_patch_toy(train_images: torch.Tensor, test_images: torch.Tensor, patch: int = PATCH,
@@ -48,11 +58,11 @@ def make_erased_patch_toy(train_images: torch.Tensor, test_images: torch.Tensor,
     k = int(round(contamination * n))
     chosen = torch.randperm(n, generator=g)[:k]
     x_train = train_images.clone()
-    x_train[chosen], _ = erase_patches(train_images[chosen], patch, value, generator=g)
+    x_train[chosen], _ = erase_patches(train_images[chosen], patch, value=value, generator=g)
     train_is_erased = torch.zeros(n, dtype=torch.bool)
     train_is_erased[chosen] = True
 
-    erased, boxes = erase_patches(test_images, patch, value, generator=g)
+    erased, boxes = erase_patches(test_images, patch, value=value, generator=g)
     m = len(test_images)
     x_test = torch.cat([test_images, erased])
     y_test = torch.cat([torch.zeros(m, dtype=torch.long), torch.ones(m, dtype=torch.long)])
@@ -72,7 +82,7 @@ def _subset_idx(n_all: int, n: int | None, rng) -> np.ndarray:
 
 
 def mnist_erased_patch_toy(root=None, n_train: int | None = None, n_test: int | None = None, seed: int = 0,
-                           allow_standin: bool = True, value: float = 0.0) -> dict:
+                           allow_standin: bool = True, value: float = 0.0, download: bool = True) -> dict:
     """The toy on MNIST (1 x 28 x 28), for machines without SVHN; adds ``source``.
 
     On MNIST's black background an erased (black) patch often changes nothing; ``value=1.0`` draws a
@@ -81,10 +91,10 @@ def mnist_erased_patch_toy(root=None, n_train: int | None = None, n_test: int | 
 
     rng = np.random.default_rng(seed)
     if allow_standin:
-        tr, _, source = load_mnist_or_standin("train", root)
-        te, te_y, _ = load_mnist_or_standin("test", root)
+        tr, _, source = load_mnist_or_standin("train", root, download)
+        te, te_y, _ = load_mnist_or_standin("test", root, download)
     else:
-        (tr, _), (te, te_y) = load_mnist("train", root), load_mnist("test", root)
+        (tr, _), (te, te_y) = load_mnist("train", root, download), load_mnist("test", root, download)
         source = "MNIST"
     i_tr, i_te = _subset_idx(len(tr), n_train, rng), _subset_idx(len(te), n_test, rng)
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).float().div(255)[:, None]  # (N, 1, 28, 28)

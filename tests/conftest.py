@@ -1,0 +1,16 @@
+"""Shared fixtures: small synthetic MVTec-layout categories written once per test session."""
+import pytest
+
+from energyad.data import synthetic
+
+
+@pytest.fixture(scope="session")
+def syn_root(tmp_path_factory):
+    """``tex`` (RGB texture, 64px), ``obj`` (RGB object, 64px), ``gray`` (1-channel texture, 32px)."""
+    root = tmp_path_factory.mktemp("mvtec")
+    synthetic.write_synthetic_mvtec(root, "tex", "texture", n_train=5, n_test_good=3, n_test_defect=2, size=64)
+    synthetic.write_synthetic_mvtec(root, "obj", "object", n_train=5, n_test_good=3, n_test_defect=2, size=64,
+                                    seed=1)
+    synthetic.write_synthetic_mvtec(root, "gray", "texture", n_train=3, n_test_good=1, n_test_defect=1, size=32,
+                                    grayscale=True)
+    return root
