@@ -73,3 +73,15 @@ def test_committed_results_carry_provenance():
         assert data["experiment"] == path.stem, path
         for key in ("commit", "date", "device", "seconds"):
             assert data["provenance"].get(key), (path, key)
+
+
+def test_mvtec_categories_synthetic_and_missing(tmp_path, monkeypatch):
+    from energyad.data import DataError
+
+    monkeypatch.setenv("ENERGYAD_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("ENERGYAD_CACHE", str(tmp_path / "cache"))
+    cats = experiments.mvtec_categories(synthetic=True)
+    assert set(cats) == {"synthetic_texture", "synthetic_object"}
+    assert all((root / c / "ground_truth").is_dir() for c, root in cats.items())
+    with pytest.raises(DataError, match="with ground_truth"):
+        experiments.mvtec_categories(["bottle"], need_masks=True)

@@ -61,3 +61,21 @@ def get(id: str) -> Experiment:
         known = ", ".join(sorted(reg)) or "(none)"
         raise KeyError(f"Unknown experiment {id!r}. Known experiments: {known}. See `python -m energyad list`.")
     return reg[id]
+
+
+def mvtec_categories(categories=None, synthetic: bool = False, need_masks: bool = False) -> dict:
+    """``{category: root}`` an MVTec experiment runs on: the synthetic categories (the quick profile)
+    or the real ones present under the data root (those with masks if ``need_masks``)."""
+    from ..data import DataError
+    from ..data.mvtec import available_categories
+    from ..data.synthetic import synthetic_mvtec_root
+
+    if synthetic:
+        root = synthetic_mvtec_root()
+        return {c: root for c in (categories or ("synthetic_texture", "synthetic_object"))}
+    cats = available_categories(categories, need_masks=need_masks)
+    if not cats:
+        what = "with ground_truth/ masks (pixel metrics need them) " if need_masks else ""
+        raise DataError(f"No MVTec AD category {what}found under the data root. "
+                        "Fix: energyad.data.mvtec.download_mvtec(), or set ENERGYAD_DATA.")
+    return cats

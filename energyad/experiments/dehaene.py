@@ -6,11 +6,11 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .. import metrics, plotting
+from .. import metrics
 from ..config import seed_everything
 from ..methods import dehaene as dh
 from ..networks.bergmann_ae import BergmannAE
-from . import experiment
+from . import experiment, mvtec_categories
 
 # Table 1 (pixel AUROC): per category, (baseline reconstruction, projection "grad") for each autoencoder.
 _TABLE1 = """
@@ -100,18 +100,8 @@ def run_category(root, category: str, s: MVTecSettings, device, progress: bool =
 @experiment("dehaene-mvtec", chapter="dehaene", description="Dehaene et al.: Table 1 cells, 4 baselines x "
             "{reconstruction, projection}, pixel AUROC and AUPRO (quick: a synthetic category at 32 px)")
 def dehaene_mvtec(profile, out, device):
-    from ..data import DataError
-    from ..data.mvtec import available_categories
-    from ..data.synthetic import synthetic_mvtec_root
-
     s = MVTEC_QUICK if profile == "quick" else MVTEC_FULL
-    if s.synthetic:
-        cats = {c: synthetic_mvtec_root() for c in s.categories}
-    else:
-        cats = available_categories(s.categories, need_masks=True)
-        if not cats:
-            raise DataError("No MVTec AD category with ground_truth/ masks under the data root: pixel AUROC "
-                            "cannot be computed. See energyad.data.mvtec.download_mvtec.")
+    cats = mvtec_categories(s.categories, s.synthetic, need_masks=True)
     results = {}
     for c, root in cats.items():
         _, _, results[c] = run_category(root, c, s, device)

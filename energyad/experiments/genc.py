@@ -9,7 +9,7 @@ from .. import metrics, plotting
 from ..config import seed_everything
 from ..methods.genc import GencEBM, SGLDSettings, TrainSettings
 from ..networks.genc import TABLE3_WIDTHS, EnergyNet
-from . import experiment
+from . import experiment, mvtec_categories
 
 # The paper's numbers (AUROC). Table 4: detection averaged over MVTec AD; Tables 2 and 5: localization.
 PAPER_DETECTION_AVERAGE = {"energy": 0.56, "raw": 0.69, "std": 0.72}
@@ -116,18 +116,8 @@ def run_mvtec_category(root, category: str, s: MVTecSettings, device, progress: 
 @experiment("genc-mvtec", chapter="genc", description="Genc et al.: MVTec AD detection and localization "
             "(quick: synthetic categories at 32 px; full: every category present at 128 px, Table 3 network)")
 def genc_mvtec(profile, out, device):
-    from ..data import DataError
-    from ..data.mvtec import available_categories
-    from ..data.synthetic import synthetic_mvtec_root
-
     s = MVTEC_QUICK if profile == "quick" else MVTEC_FULL
-    if s.synthetic:
-        root = synthetic_mvtec_root()
-        cats = {c: root for c in (s.categories or ("synthetic_texture", "synthetic_object"))}
-    else:
-        cats = available_categories(s.categories)
-        if not cats:
-            raise DataError("No MVTec AD category found under the data root; see energyad.data.mvtec.download_mvtec.")
+    cats = mvtec_categories(s.categories, s.synthetic)
     results = {}
     for c, root in cats.items():
         model, (x_te, m_te, y_te, _), res = run_mvtec_category(root, c, s, device)
