@@ -74,9 +74,11 @@ def pixel_auroc(maps, masks) -> float:
     return float(skm.roc_auc_score(g.ravel().astype(int), m.ravel()))
 
 
-def pro_curve(maps, masks):
+def pro_curve(maps, masks, num_thresholds: int | None = None):
     """The exact PRO curve: ``(fpr, pro)`` at every distinct score, from (0, 0) to (1, 1).
 
+    ``num_thresholds`` (optional, for plotting large curves) keeps at most that many points of the
+    exact curve, evenly spaced along it, always including both ends; ``aupro`` uses the exact curve.
     All pixels are sorted by score once; lowering the threshold past a pixel raises either the FPR
     (a defect-free pixel) or the overlap of that pixel's region by 1/(|C_k| * n_regions).
     """
@@ -105,6 +107,12 @@ def pro_curve(maps, masks):
     fpr = np.r_[0.0, fpr[last_of_tie]]
     pro = np.r_[0.0, pro[last_of_tie]]
     fpr[-1], pro[-1] = 1.0, 1.0  # every pixel is above the lowest threshold (removes rounding error)
+    if num_thresholds is not None:
+        if num_thresholds < 2:
+            raise ValueError(f"num_thresholds must be at least 2, got {num_thresholds}")
+        if len(fpr) > num_thresholds:
+            idx = np.unique(np.linspace(0, len(fpr) - 1, num_thresholds).round().astype(int))
+            fpr, pro = fpr[idx], pro[idx]
     return np.clip(fpr, 0, 1), np.clip(pro, 0, 1)
 
 

@@ -114,6 +114,14 @@ def test_pro_curve_is_monotone_and_ends_at_one():
     assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(pro) >= 0)
     assert fpr[-1] == pytest.approx(1) and pro[-1] == pytest.approx(1)
     assert ndimage.label(masks[0])[1] == 1
+    # a thinned curve is a subset of the exact one, with both ends kept
+    amap = rng.random((2, 8, 8))
+    f_all, p_all = metrics.pro_curve(amap, masks)
+    f10, p10 = metrics.pro_curve(amap, masks, num_thresholds=10)
+    assert set(zip(f10, p10)) <= set(zip(f_all, p_all))
+    assert len(f10) == 10 and (f10[0], p10[0]) == (0, 0) and (f10[-1], p10[-1]) == (1, 1)
+    with pytest.raises(ValueError, match="num_thresholds"):
+        metrics.pro_curve(rng.random((2, 8, 8)), masks, num_thresholds=1)
 
 
 def test_thresholds_against_numpy():
