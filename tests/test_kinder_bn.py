@@ -9,6 +9,15 @@ import torch
 from energyad.methods.kinder_bn import BNSettings, PixelBN, binarize, parent_configs
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP spin-waiting on a busy machine (30 ms per small matmul)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_parent_configs_by_hand():
     x = torch.tensor([[[1, 0, 1], [0, 1, 1]]], dtype=torch.uint8)   # (1, 2, 3)
     cfg = parent_configs(x)
@@ -62,3 +71,90 @@ def test_energy_ranks_unusual_images_higher_and_binarize():
     assert binarize(torch.tensor([[[0.29, 0.31]]])).tolist() == [[[0, 1]]]
     with pytest.raises(RuntimeError, match="fit"):
         PixelBN().log_prob(torch.zeros(1, 2, 2, dtype=torch.uint8))
+
+
+# --- hidden layers (Sec. 3.2) ---------------------------------------------------------------------
+from energyad.methods.kinder_bn import (DIRECTIONS, HiddenBN, HiddenBNSettings, HiddenLayer, bic,  # noqa: E402
+                                        family_counts, parent_config, search_structure, shift)
+
+
+def hand_bic(z, k1, parents, dist):
+    """BIC of kernel k1's nodes by explicit loops: -sum n log(n / n_row) + 0.5 * nodes * rows * log N."""
+    N, K, H, W = z.shape
+    counts = {}
+    for i in range(N):
+        for h in range(H):
+            for w in range(W):
+                cfg = []
+                for k2, d in parents:
+                    dy, dx = DIRECTIONS[d]
+                    hh, ww = h + dist * dy, w + dist * dx
+                    cfg.append(int(z[i, k2, hh, ww]) if 0 <= hh < H and 0 <= ww < W else 0)
+                key = (h, w, tuple(cfg))
+                counts.setdefault(key, [0, 0])[int(z[i, k1, h, w])] += 1
+    ll = sum(n * np.log(n / sum(c)) for c in counts.values() for n in c if n > 0)
+    return -ll + 0.5 * H * W * 2 ** len(parents) * np.log(N)
+
+
+def test_bic_against_hand_computation_and_greedy_first_step():
+    rng = np.random.default_rng(0)
+    z = torch.from_numpy((rng.random((40, 2, 3, 4)) > 0.5).astype(np.float32))
+    z[:, 0, :, 1:] = z[:, 1, :, :-1]                        # kernel 0 copies kernel 1 one step west
+    for parents in ([], [(1, "W")], [(1, "W"), (0, "N")], [(0, "NE"), (1, "NW")]):
+        c = family_counts(z[:, 0], parent_config(z, parents, 1), 2 ** len(parents))
+        assert bic(c, 40) == pytest.approx(hand_bic(z.numpy(), 0, parents, 1))
+    # the greedy search's first choice is the brute-force best candidate, here the planted relation
+    best = min(((k2, d) for k2 in range(2) for d in DIRECTIONS), key=lambda c: hand_bic(z.numpy(), 0, [c], 1))
+    structure = search_structure(z, 1)
+    assert best == (1, "W") and structure[0][0] == (1, "W")
+    assert hand_bic(z.numpy(), 0, structure[0], 1) < hand_bic(z.numpy(), 0, [], 1)
+    # random, independent kernel 1: no relation pays for its parameters
+    assert structure[1] == []
+
+
+def test_shift_reads_the_node_dist_away():
+    z = torch.arange(12.0).view(1, 3, 4)
+    assert shift(z, -1, 0)[0, 1, 2] == z[0, 0, 2] and shift(z, 0, -2)[0, 2, 3] == z[0, 2, 1]
+    assert shift(z, -1, 1)[0, 0, 0] == 0 and shift(z, 0, -1)[0, 1, 0] == 0     # outside: 0
+
+
+def test_hidden_layer_surrogate_gradient_and_interpolated_cpt():
+    torch.manual_seed(0)
+    layer = HiddenLayer(1, 2, 3, 1, 1, 8.0)                 # pool 1: one node per position
+    x = torch.rand(1, 1, 3, 3)
+    z = layer(x)
+    assert set(z.unique().tolist()) <= {0.0, 1.0}            # forward: the threshold
+    z.sum().backward()
+    s = layer.conv(x).detach()
+    expected = torch.autograd.grad(torch.sigmoid(8 * layer.conv(x)).sum(), layer.conv.weight)[0]
+    assert torch.allclose(layer.conv.weight.grad, expected)  # backward: d sigmoid(8 s) (Eq. 9)
+    assert s.abs().min() > 0
+    # the multilinear CPT equals the table at binary states
+    zb = (torch.rand(30, 2, 3, 3) > 0.5).float()
+    layer.structure = [[(1, "W"), (0, "N")], []]
+    layer.fit_cpts(zb, 1.0)
+    lp = layer.log_prob(zb)
+    cfg = parent_config(zb, layer.structure[0], 1)
+    p1 = layer.cpts[0][torch.arange(3).view(1, 3, 1), torch.arange(3).view(1, 1, 3), cfg]
+    exact0 = torch.where(zb[:, 0].bool(), p1, 1 - p1).log().flatten(1).sum(1)
+    p1b = layer.cpts[1][..., 0].expand(30, 3, 3)
+    exact1 = torch.where(zb[:, 1].bool(), p1b, 1 - p1b).log().flatten(1).sum(1)
+    assert torch.allclose(lp, exact0 + exact1, atol=1e-5)
+
+
+def test_hidden_bn_fit_and_gibbs_against_enumeration():
+    rng = np.random.default_rng(2)
+    data = torch.from_numpy((rng.random((300, 2, 4)) > 0.5).astype(np.uint8))
+    flip = torch.from_numpy(rng.random((300, 4)) < 0.25)
+    data[:, 1] = torch.where(flip, 1 - data[:, 0], data[:, 0])   # the lower row mostly copies the upper
+    m = HiddenBN(HiddenBNSettings(kernels=(2,), em_iterations=3)).fit(data, progress=False)
+    assert len(m.history) == 1 and len(m.history[0]) == 3
+    states = all_states(2, 4)                                # 256 images
+    e = m.energy(states)
+    p = torch.softmax(-e.double(), 0)                        # the distribution Gibbs should sample
+    g = torch.Generator().manual_seed(0)
+    samples = m.gibbs(3000, 30, g)
+    codes = (samples.view(len(samples), -1).long() * (2 ** torch.arange(7, -1, -1))).sum(1)
+    empirical = torch.bincount(codes, minlength=256).double() / len(samples)
+    assert 0.5 * (empirical - p).abs().sum().item() < 0.15       # sampling noise of 3000 draws: about 0.09
+    assert 0.5 * (1 / 256 - p).abs().sum().item() > 0.35          # ...while the random start is far off

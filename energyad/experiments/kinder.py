@@ -1,14 +1,20 @@
-"""Experiments of the Kinder chapter: the pixel Bayesian network on one-class MNIST (Table 1)."""
+"""Experiments of the Kinder chapter: the pixel Bayesian network (Table 1), hidden layers (Table 2), the
+neural introspective energy model on MNIST (our set-up), on MVTec AD (Table 5) and with AlexNet's
+kernels (Table 7)."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from .. import metrics, plotting
 from ..config import seed_everything
-from ..methods.kinder_bn import BNSettings, PixelBN, binarize
-from . import experiment
+from ..methods.kinder_bn import BNSettings, HiddenBN, HiddenBNSettings, PixelBN, binarize
+from ..methods.kinder_iem import ALEXNET_SETTINGS, IEMSettings, IntrospectiveEnergyModel
+from ..networks.kinder import TABLE4, IEMForward, Transition, alexnet_forward
+from . import experiment, mvtec_categories
 
 # Table 1 (AUROC in %, one-class MNIST, one layer, CPT sideward pass).
 PAPER_TABLE1 = {"0": 94.9, "1": 99.9, "2": 82.1, "3": 84.2, "4": 85.0, "5": 89.2, "6": 95.1, "7": 94.8,
@@ -58,3 +64,228 @@ def kinder_bn_mnist(profile, out, device):
     mean = float(np.mean(list(aurocs.values())))
     return {"metrics": {"auroc": aurocs, "mean_auroc": mean, "unit": "percent"},
             "paper": PAPER_TABLE1, "config": s, "data": tr[2]}
+
+
+# --- Sec. 3.2: hidden layers (Table 2) ---------------------------------------------------------------
+
+# Table 2 (AUROC in %, one-class MNIST, CPT sideward pass, 3 layers).
+PAPER_TABLE2 = {"0": 98.9, "1": 99.3, "2": 91.3, "3": 89.2, "4": 90.9, "5": 86.7, "6": 98.0, "7": 94.3,
+                "8": 87.7, "9": 93.8, "mean": 93.0}
+
+
+@dataclass
+class HiddenBNExperimentSettings:
+    digits: tuple = tuple(range(10))
+    n_train: int | None = 1000          # the thesis: all images of the digit (about 6,000)
+    n_test: int | None = 2000           # the thesis: all 10,000
+    gibbs_chains: int = 16
+    gibbs_iterations: int = 5000        # the thesis: 100,000
+    bn: HiddenBNSettings = field(default_factory=lambda: HiddenBNSettings(em_iterations=10))
+
+
+HIDDEN_QUICK = HiddenBNExperimentSettings()
+HIDDEN_FULL = HiddenBNExperimentSettings(n_train=None, n_test=None, gibbs_iterations=100_000,
+                                         bn=HiddenBNSettings())
+
+
+def hidden_bn_one_class(digit: int, train, test, s: HiddenBNExperimentSettings, seed: int = 0, progress=False):
+    """Fit the pixel BN + hidden layers on one digit; return (model, per-layer log-probs of the test
+    set (N, 3), test labels (1 = other digit))."""
+    from ..data import one_class_split
+
+    x_tr, x_te, y_te = one_class_split(train, test, digit, s.n_train, s.n_test, seed=seed)
+    torch.manual_seed(seed)                                      # the kernels' random initialisation
+    bn = HiddenBN(s.bn).fit(binarize(x_tr, s.bn.threshold), progress=progress)
+    return bn, bn.layer_log_probs(binarize(x_te, s.bn.threshold)), y_te
+
+
+@experiment("kinder-bn-hidden-mnist", chapter="kinder", description="Kinder: Bayesian network with two hidden "
+            "layers (convolution + threshold, BIC structure search, EM with the Eq. 9 surrogate), Table 2")
+def kinder_bn_hidden_mnist(profile, out, device):
+    from ..data import load_mnist_or_standin
+
+    s = HIDDEN_QUICK if profile == "quick" else HIDDEN_FULL
+    tr, te = load_mnist_or_standin("train"), load_mnist_or_standin("test")
+    aurocs, per_layer, structures = {}, {}, {}
+    for d in s.digits:
+        bn, lp, y = hidden_bn_one_class(d, tr[:2], te[:2], s, progress=True)
+        aurocs[str(d)] = 100 * metrics.image_auroc(-lp.sum(1), y)
+        per_layer[str(d)] = [100 * metrics.image_auroc(-lp[:, l], y) for l in range(lp.shape[1])]
+        structures[str(d)] = [[[k2, dr] for k2, dr in p] for layer in bn.layers for p in layer.structure]
+        if d in (1, 8):
+            samples = bn.gibbs(s.gibbs_chains, s.gibbs_iterations, seed_everything(d))
+            fig = plotting.image_grid(samples.float(), nrow=8)
+            fig.suptitle(f"Gibbs samples with hidden layers, digit {d}, {s.gibbs_iterations} flips (cf. Fig. 13)")
+            plotting.save(fig, out / f"kinder-bn-hidden-mnist-samples-{d}.png")
+    mean = float(np.mean(list(aurocs.values())))
+    return {"metrics": {"auroc": aurocs, "mean_auroc": mean, "auroc_per_layer": per_layer,
+                        "structures": structures, "unit": "percent"},
+            "paper": PAPER_TABLE2, "config": s, "data": tr[2]}
+
+
+# --- Sec. 4: the neural introspective energy model ---------------------------------------------------
+
+# Table 5 (AUROC in %, IEM trained from scratch) and Table 7 (AlexNet kernels).
+PAPER_TABLE5 = {"bottle": 99.0, "cable": 78.5, "capsule": 72.1, "hazelnut": 94.8, "metal_nut": 53.6, "pill": 82.8,
+                "screw": 100.0, "toothbrush": 95.8, "transistor": 95.7, "zipper": 97.8, "carpet": 94.1, "grid": 93.1,
+                "leather": 96.8, "tile": 87.2, "wood": 97.0, "mean": 87.9}
+PAPER_TABLE7 = {"bottle": 98.9, "cable": 89.5, "capsule": 78.3, "hazelnut": 98.9, "metal_nut": 79.2, "pill": 85.5,
+                "screw": 88.7, "toothbrush": 96.9, "transistor": 89.3, "zipper": 90.8, "carpet": 91.0, "grid": 80.1,
+                "leather": 96.8, "tile": 99.1, "wood": 99.2, "mean": 90.8}
+
+
+@dataclass
+class IEMMnistSettings:
+    """Our set-up: the thesis runs the neural IEM on MVTec only. A small Table-4-shaped model for 28x28."""
+    digits: tuple = tuple(range(10))
+    n_train: int | None = 1000
+    n_test: int | None = 2000
+    transitions: tuple = (Transition(8, 3), Transition(16, 3))              # 28 -> 14 -> 7 nodes
+    iem: IEMSettings = field(default_factory=lambda: IEMSettings(
+        distances=(1, 2, 2), hidden=((32, 16), (32, 16), (32, 16)), image_size=28, epochs=3, batch_size=32))
+
+
+IEM_MNIST_QUICK = IEMMnistSettings()
+IEM_MNIST_FULL = IEMMnistSettings(n_train=None, n_test=None, iem=IEMSettings(
+    distances=(1, 2, 2), hidden=((32, 16), (32, 16), (32, 16)), image_size=28, epochs=5, batch_size=8))
+
+
+def iem_one_class(digit: int, train, test, s: IEMMnistSettings, device="cpu", seed: int = 0, progress=False):
+    """Fit an IEM on one digit; return (model, layer energies of the test set with Eq. 14 (N, L),
+    the same without normalisation, test labels)."""
+    from ..data import one_class_split
+
+    x_tr, x_te, y_te = one_class_split(train, test, digit, s.n_train, s.n_test, seed=seed)
+    torch.manual_seed(seed)
+    model = IntrospectiveEnergyModel(IEMForward(1, s.transitions), s.iem).to(device)
+    model.fit(x_tr.to(device), torch.Generator().manual_seed(seed), progress=progress)
+    le = torch.cat([model.layer_energies(x_te[i:i + 256]).cpu() for i in range(0, len(x_te), 256)])
+    raw = torch.cat([model.layer_energies(x_te[i:i + 256], normalise=False).cpu() for i in range(0, len(x_te), 256)])
+    return model, le, raw, y_te
+
+
+@experiment("kinder-iem-mnist", chapter="kinder", description="Kinder: neural introspective energy model "
+            "(sideward MLPs, design (b), Eqs. 10-16) on one-class MNIST (our set-up; the thesis has no MNIST IEM)")
+def kinder_iem_mnist(profile, out, device):
+    from ..data import load_mnist_or_standin
+
+    s = IEM_MNIST_QUICK if profile == "quick" else IEM_MNIST_FULL
+    tr, te = load_mnist_or_standin("train"), load_mnist_or_standin("test")
+    aurocs, raw_aurocs, per_layer = {}, {}, {}
+    for d in s.digits:
+        model, le, raw, y = iem_one_class(d, tr[:2], te[:2], s, device, progress=True)
+        w = torch.tensor(model.weights_l)
+        aurocs[str(d)] = 100 * metrics.image_auroc(le @ w, y)
+        raw_aurocs[str(d)] = 100 * metrics.image_auroc(raw @ w, y)
+        per_layer[str(d)] = [100 * metrics.image_auroc(le[:, l], y) for l in range(le.shape[1])]
+        if d == 8:
+            fig = plotting.score_histogram(le @ w, y, title=f"IEM energy (Eq. 16), digit {d}")
+            plotting.save(fig, out / f"kinder-iem-mnist-energy-{d}.png")
+    return {"metrics": {"auroc": aurocs, "mean_auroc": float(np.mean(list(aurocs.values()))),
+                        "auroc_without_normalisation": raw_aurocs,
+                        "mean_auroc_without_normalisation": float(np.mean(list(raw_aurocs.values()))),
+                        "auroc_per_layer": per_layer, "unit": "percent"},
+            "paper": {"note": "no neural IEM on MNIST in the thesis; its CPT models: Table 1 mean 89.4, "
+                              "Table 2 mean 93.0", "table1_mean": 89.4, "table2_mean": 93.0},
+            "config": s, "data": tr[2]}
+
+
+@dataclass
+class IEMMvtecSettings:
+    categories: tuple | None = None     # None: every category found under the data root
+    synthetic: bool = False             # add the synthetic categories (they have masks)
+    transitions: tuple = TABLE4
+    iem: IEMSettings = field(default_factory=IEMSettings)   # Table 4 at 300 x 300
+    alexnet: bool = False
+    alexnet_path: str | None = None
+
+
+IEM_MVTEC_QUICK = IEMMvtecSettings(categories=("bottle",), synthetic=True,
+                                   transitions=(Transition(8, 3), Transition(12, 5)),
+                                   iem=IEMSettings(distances=(1, 3, 3), hidden=((32, 12), (32, 16), (32, 16)),
+                                                   image_size=64, epochs=4))
+IEM_MVTEC_FULL = IEMMvtecSettings()
+IEM_ALEXNET_FULL = IEMMvtecSettings(alexnet=True, iem=ALEXNET_SETTINGS)
+
+
+def _mvtec_categories(s: IEMMvtecSettings) -> dict:
+    """The real categories present (``s.categories``), plus the synthetic ones if ``s.synthetic``."""
+    from ..data import DataError
+
+    cats = {}
+    try:
+        cats.update(mvtec_categories(s.categories))
+    except DataError:
+        if not s.synthetic:
+            raise
+    if s.synthetic:
+        cats.update(mvtec_categories(synthetic=True))
+    return cats
+
+
+def build_iem(s: IEMMvtecSettings, channels: int) -> IntrospectiveEnergyModel:
+    """The IEM of Table 4 (from scratch) or Table 6 (AlexNet kernels, frozen; weights must be present)."""
+    if s.alexnet:
+        from ..networks.kinder import find_alexnet_weights, load_alexnet_convs
+
+        if channels != 3:
+            raise ValueError("AlexNet needs RGB images: load the category with grayscale=False")
+        net = load_alexnet_convs(alexnet_forward(), find_alexnet_weights(s.alexnet_path))
+    else:
+        net = IEMForward(channels, s.transitions)
+    return IntrospectiveEnergyModel(net, s.iem)
+
+
+def run_iem_mvtec(s: IEMMvtecSettings, out, device, tag: str, max_train: int | None = None, progress=True) -> dict:
+    """Train one IEM per category and evaluate image AUROC (Eq. 16 energy, with and without Eq. 14), and
+    pixel AUROC / AUPRO of the energy maps where masks exist; save energy-map figures."""
+    from ..data.mvtec import MVTecAD, load_split
+
+    res = {"image_auroc": {}, "image_auroc_without_normalisation": {}, "pixel_auroc": {}, "aupro": {},
+           "seconds_per_category": {}}
+    for cat, root in _mvtec_categories(s).items():
+        t0 = time.perf_counter()
+        gray = False if s.alexnet else None
+        x_tr = load_split(MVTecAD(root, cat, "train", s.iem.image_size, gray), progress)[0][:max_train]
+        x_te, m_te, y_te, _ = load_split(MVTecAD(root, cat, "test", s.iem.image_size, gray), progress)
+        torch.manual_seed(0)
+        model = build_iem(s, x_tr.shape[1]).to(device)
+        model.fit(x_tr.to(device), torch.Generator().manual_seed(0), progress=progress)
+        scores = model.score(x_te)
+        raw = torch.cat([model.energy(x_te[i:i + 32], normalise=False).cpu() for i in range(0, len(x_te), 32)])
+        res["image_auroc"][cat] = 100 * metrics.image_auroc(scores, y_te)
+        res["image_auroc_without_normalisation"][cat] = 100 * metrics.image_auroc(raw, y_te)
+        maps = model.anomaly_map(x_te)
+        if m_te.sum() > 0:
+            res["pixel_auroc"][cat] = 100 * metrics.pixel_auroc(maps, m_te)
+            res["aupro"][cat] = 100 * metrics.aupro(maps, m_te)
+        idx = torch.cat([torch.nonzero(y_te == 0)[:2, 0], torch.nonzero(y_te == 1)[:4, 0]])
+        fig = plotting.overlay_grid(x_te[idx], maps[idx], m_te[idx] if m_te.sum() > 0 else None,
+                                    titles=[f"{'defect' if y_te[i] else 'good'}, E={scores[i]:.0f}" for i in idx], ncol=6)
+        plotting.save(fig, out / f"{tag}-maps-{cat}.png")
+        res["seconds_per_category"][cat] = time.perf_counter() - t0
+    real = [v for c, v in res["image_auroc"].items() if not c.startswith("synthetic")]
+    res["mean_image_auroc_real_categories"] = float(np.mean(real)) if real else None
+    res["unit"] = "percent"
+    return res
+
+
+@experiment("kinder-iem-mvtec", chapter="kinder", description="Kinder: neural IEM trained from scratch on MVTec AD, "
+            "Table 5 (quick: bottle and the synthetic categories at 64 px, a 3-layer model; full: Table 4 at 300 px)")
+def kinder_iem_mvtec(profile, out, device):
+    s = IEM_MVTEC_QUICK if profile == "quick" else IEM_MVTEC_FULL
+    res = run_iem_mvtec(s, out, device, "kinder-iem-mvtec")
+    cats = _mvtec_categories(s)
+    data = ", ".join(f"{c} ({r})" for c, r in cats.items())
+    return {"metrics": res, "paper": PAPER_TABLE5, "config": s, "data": f"MVTec-layout categories: {data}"}
+
+
+@experiment("kinder-iem-alexnet", chapter="kinder", description="Kinder: IEM on AlexNet's first four "
+            "convolutions (frozen), Table 7; needs torchvision's AlexNet weights", profiles=("full",),
+            needs=("alexnet-weights", "gpu"))
+def kinder_iem_alexnet(profile, out, device):
+    s = IEM_ALEXNET_FULL
+    res = run_iem_mvtec(s, out, device, "kinder-iem-alexnet")
+    cats = _mvtec_categories(s)
+    return {"metrics": res, "paper": PAPER_TABLE7, "config": s,
+            "data": "MVTec-layout categories: " + ", ".join(f"{c} ({r})" for c, r in cats.items())}

@@ -111,3 +111,273 @@ class PixelBN:
             x = torch.where(accept.view(-1, 1, 1), x_new, x)
             lp = torch.where(accept, lp_new, lp)
         return x
+
+
+# --- Hidden layers (Sec. 3.2) -----------------------------------------------------------------------
+r"""Hidden layers. A transition makes binary hidden nodes from the layer below: convolution, then a
+threshold at 0, then 2x2 max pooling (of binary values: an OR). Within a hidden layer, relations obey
+the restrictions of Sec. 3.2: only within the layer; from north-west, north, north-east or west; the
+same directions for all nodes of a kernel; from the node ``dist`` positions away, where ``dist`` is the
+smallest offset whose receptive field does not overlap (adjacent fields). A relation ``(k2, dir)`` of
+kernel ``k1`` makes every node of ``k1`` a child of the node of ``k2`` ``dist`` away in direction ``dir``.
+The structure is chosen greedily by BIC (Algorithm 2, OPTIMIZESTRUCTURE):
+
+.. math::  \mathrm{BIC} = -\log L(D \mid \hat\theta_{ML}) + \tfrac{1}{2}\,\#\theta\,\log N,
+
+which decomposes over kernels (one free parameter per CPT row, one CPT per node). The kernels are
+trained (OPTIMIZEKERNELS) by gradient ascent on Eq. (8)'s log-likelihood gain
+:math:`\log L(D\mid BN) - \log L(D\mid BN')` of the network over the one without relations, with the
+threshold replaced by :math:`1/(1+e^{-8x})` in the backward pass (Eq. 9, Fig. 12). The CPTs are the ML
+(pseudo-count) estimates of the current binary data and enter the gradient as constants (at the ML
+estimate their own derivative vanishes); a node's parents enter through the multilinear interpolation of
+its CPT, which equals the table at binary parents.
+
+Why this is no longer a Bayesian network (Sec. 3.2): a hidden node is a deterministic function of the
+pixels under its receptive field, yet the graph has no edges between layers and none between kernels
+at the same position, so the local Markov property (a node is independent of the rest given its Markov
+blanket) fails; the energy :math:`E(x) = -\sum_l \log p_l(z_l(x))` is a sum of per-layer
+log-likelihoods, not the log-probability of one joint distribution.
+"""
+DIRECTIONS = {"NW": (-1, -1), "N": (-1, 0), "NE": (-1, 1), "W": (0, -1)}   # Algorithm 2 (its "east" is a typo)
+
+
+@dataclass
+class HiddenBNSettings:
+    kernels: tuple = (5, 5)          # Sec. 3.2: "two convolutional transitions ... five kernels"
+    kernel_size: int = 3             # "of size 3 by 3"
+    pool: int = 2                    # "2 by 2 max pooling with a stride of 2"
+    surrogate_slope: float = 8.0     # Eq. (9) surrogate 1/(1+e^{-8x}) (Fig. 12)
+    em_iterations: int = 50          # "The EM-algorithm was run for 50 iterations each"
+    lr: float = 0.008                # alpha of Algorithm 2 (on the gain per image and node, see fit)
+    pseudo_count: float = 1.0        # as Sec. 3.1
+    threshold: float = 0.3           # pixel binarisation (Sec. 3.1)
+
+
+def shift(z: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """out[..., h, w] = z[..., h+dy, w+dx], 0 outside: the node ``(dy, dx)`` away. z (..., H, W)."""
+    H, W = z.shape[-2:]
+    p = max(abs(dy), abs(dx))
+    zp = torch.nn.functional.pad(z, (p, p, p, p))
+    return zp[..., p + dy:p + dy + H, p + dx:p + dx + W]
+
+
+def family_counts(child: torch.Tensor, cfg: torch.Tensor, n_cfg: int) -> torch.Tensor:
+    """Counts #(X=x, P=p) per node: child (N, H, W) binary, cfg (N, H, W) in [0, n_cfg) -> (H, W, n_cfg, 2)."""
+    N, H, W = child.shape
+    pix = torch.arange(H * W, device=child.device).view(1, H, W)
+    idx = ((pix * n_cfg + cfg.long()) * 2 + child.long()).flatten()
+    return torch.bincount(idx, minlength=H * W * n_cfg * 2).view(H, W, n_cfg, 2).double()
+
+
+def family_loglik(counts: torch.Tensor) -> torch.Tensor:
+    """Maximum-likelihood log-likelihood sum n log(n / n_row) of a family's counts (0 log 0 = 0)."""
+    rows = counts.sum(-1, keepdim=True)
+    return torch.where(counts > 0, counts * (counts / rows.clamp_min(1)).log(), torch.zeros_like(counts)).sum()
+
+
+def bic(counts: torch.Tensor, n: int) -> float:
+    """BIC of one kernel's nodes: -LL_ML + 0.5 * (#rows, one free parameter each) * log N."""
+    H, W, n_cfg, _ = counts.shape
+    return float(-family_loglik(counts) + 0.5 * H * W * n_cfg * np.log(n))
+
+
+def parent_config(z: torch.Tensor, parents, dist: int) -> torch.Tensor:
+    """Index of each node's parent state for a kernel with ``parents`` [(k2, dir), ...] (first parent
+    = most significant bit): z (N, K, H, W) -> (N, H, W)."""
+    cfg = torch.zeros(z.shape[0], *z.shape[-2:], dtype=torch.long, device=z.device)
+    for k2, d in parents:
+        dy, dx = DIRECTIONS[d]
+        cfg = cfg * 2 + shift(z[:, k2], dist * dy, dist * dx).long()
+    return cfg
+
+
+def search_structure(z: torch.Tensor, dist: int, progress: bool = False):
+    """OPTIMIZESTRUCTURE of Algorithm 2 on binary nodes z (N, K, H, W): for each kernel, add the
+    relation (k2, dir) that lowers the BIC most until none does. Returns a list of parent lists.
+    All candidates of a step are counted with one batched matrix product (counts of value 1 of the
+    candidate parent per node, parent row and child value; value 0 by subtraction)."""
+    N, K, H, W = z.shape
+    P = H * W
+    cands = [(k2, d) for k2 in range(K) for d in DIRECTIONS]
+    C = len(cands)
+    vals = torch.stack([shift(z[:, k2], dist * DIRECTIONS[d][0], dist * DIRECTIONS[d][1]) for k2, d in cands], 1)
+    B = vals.float().reshape(N, C, P).permute(2, 0, 1)                          # (P, N, C)
+    structure = []
+    for k1 in range(K):
+        parents: list = []
+        child = z[:, k1].long()
+        best = bic(family_counts(child, parent_config(z, parents, dist), 1), N)
+        while len(parents) < C:
+            R = 2 ** len(parents)                                                # rows before adding a parent
+            rx = parent_config(z, parents, dist) * 2 + child                     # (N, H, W): row and child value
+            A = torch.nn.functional.one_hot(rx.reshape(N, P), 2 * R).float().permute(1, 2, 0)   # (P, 2R, N)
+            c1 = torch.bmm(A, B)                                                 # (P, 2R, C): candidate = 1
+            c0 = A.sum(-1, keepdim=True) - c1                                    # candidate = 0
+            counts = torch.stack([c0, c1], -1).view(P, R, 2, C, 2)               # (P, row, x, cand, v)
+            counts = counts.permute(3, 0, 1, 4, 2).reshape(C, P, 2 * R, 2).double()   # new row = 2 row + v
+            rows = counts.sum(-1, keepdim=True)
+            ll = torch.where(counts > 0, counts * (counts / rows.clamp_min(1)).log(), torch.zeros_like(counts))
+            scores = -ll.flatten(1).sum(1) + 0.5 * P * 2 * R * np.log(N)         # BIC of every candidate
+            taken = torch.tensor([c in parents for c in cands], device=z.device)
+            scores = torch.where(taken, torch.full_like(scores, float("inf")), scores)
+            i = int(scores.argmin())
+            if scores[i] >= best:
+                break
+            parents.append(cands[i])
+            best = float(scores[i])
+        structure.append(parents)
+    return structure
+
+
+class HiddenLayer(torch.nn.Module):
+    """One transition (convolution -> threshold -> max pool) and the CPTs of its nodes."""
+
+    def __init__(self, in_channels: int, kernels: int, size: int, pool: int, dist: int, slope: float):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(in_channels, kernels, size, padding=size // 2)
+        self.pool, self.dist, self.slope = pool, dist, slope
+        self.structure: list = [[] for _ in range(kernels)]
+        self.cpts: list = []          # per kernel (H, W, 2^|parents|) = P(z=1 | parents)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Binary states (N, K, H/2, W/2); gradients through the surrogate sigmoid (Eq. 9)."""
+        s = self.conv(z.float())
+        soft = torch.sigmoid(self.slope * s)
+        hard = (s > 0).to(s.dtype)
+        st = hard + soft - soft.detach()                           # forward: threshold; backward: sigmoid
+        return torch.nn.functional.max_pool2d(st, self.pool)
+
+    @torch.no_grad()
+    def init_bias(self, z: torch.Tensor) -> None:
+        """Ours (the thesis: "initialize n convolutional kernels randomly"): set each kernel's bias so
+        that its pooled node is on for half of the nodes of ``z`` (the layer below); random kernels
+        with a zero threshold otherwise give nodes that are almost always on after the OR of pooling."""
+        s = torch.nn.functional.max_pool2d(self.conv(z.float()), self.pool)       # (N, K, h, w)
+        self.conv.bias -= s.transpose(0, 1).flatten(1).median(1).values
+
+    def fit_cpts(self, z: torch.Tensor, pseudo_count: float) -> None:
+        zb = z.detach().round()
+        self.cpts = []
+        for k, parents in enumerate(self.structure):
+            c = family_counts(zb[:, k], parent_config(zb, parents, self.dist), 2 ** len(parents))
+            self.cpts.append(((c[..., 1] + pseudo_count) / (c.sum(-1) + 2 * pseudo_count)).float())
+
+    def log_prob(self, z: torch.Tensor, relations: bool = True) -> torch.Tensor:
+        """Per image sum over nodes of log P(z | parents) (N,); differentiable in soft z through a
+        multilinear interpolation of the CPT rows (exact for binary z). ``relations=False``: the
+        network BN' without relations (per-node marginals of the same data, ML with pseudo-count)."""
+        total = 0
+        for k, parents in enumerate(self.structure):
+            cpt = self.cpts[k].to(z)                                             # (H, W, R)
+            if not relations:
+                cpt = self.marginals[k].to(z).unsqueeze(-1)                      # (H, W, 1)
+                parents = []
+            w = torch.ones(z.shape[0], *z.shape[-2:], 1, dtype=z.dtype, device=z.device)   # (N, H, W, 1)
+            for k2, d in parents:                                                # bit order as parent_config
+                dy, dx = DIRECTIONS[d]
+                v = shift(z[:, k2], self.dist * dy, self.dist * dx).unsqueeze(-1)
+                w = torch.stack([w * (1 - v), w * v], -1).flatten(-2)            # (N, H, W, 2^j), new bit last
+            p1 = (w * cpt).sum(-1).clamp(1e-12, 1 - 1e-12)                       # (N, H, W)
+            x = z[:, k]
+            total = total + (x * p1.log() + (1 - x) * (1 - p1).log()).flatten(1).sum(1)
+        return total
+
+    def fit_marginals(self, z: torch.Tensor, pseudo_count: float) -> None:
+        zb = z.detach().round()
+        self.marginals = [((zb[:, k].sum(0) + pseudo_count) / (len(zb) + 2 * pseudo_count)).float()
+                          for k in range(zb.shape[1])]
+
+
+class HiddenBN(torch.nn.Module):
+    """The pixel network of Sec. 3.1 plus hidden layers (Sec. 3.2, Algorithm 2). ``fit`` on binary
+    images (N, H, W); energy = -(log p_0(x) + sum_l log p_l(z_l)); ``gibbs`` per Algorithm 1."""
+
+    def __init__(self, settings: HiddenBNSettings | None = None):
+        super().__init__()
+        self.s = settings or HiddenBNSettings()
+        self.pixels = PixelBN(BNSettings(self.s.threshold, self.s.pseudo_count))
+        self.layers = torch.nn.ModuleList()
+        chans, rf, stride = 1, 1, 1
+        for k in self.s.kernels:
+            rf = rf + (self.s.kernel_size - 1) * stride + (self.s.pool - 1) * stride   # receptive field
+            stride *= self.s.pool
+            dist = -(-rf // stride)                          # smallest node offset with non-overlapping fields
+            self.layers.append(HiddenLayer(chans, k, self.s.kernel_size, self.s.pool, dist, self.s.surrogate_slope))
+            chans = k
+        self.history: list = []
+
+    def states(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+        """[z_1, z_2, ...] for binary images x (N, H, W)."""
+        z, out = x.float().unsqueeze(1), []
+        for layer in self.layers[:upto]:
+            z = layer(z)
+            out.append(z)
+        return out
+
+    def fit(self, x: torch.Tensor, progress: bool = True) -> "HiddenBN":
+        """Algorithm 2 once per hidden layer: EM alternation of structure search and a kernel step
+        (deterministic given the kernels' random initialisation at construction)."""
+        from tqdm.auto import tqdm
+
+        self.pixels.fit(x)
+        for l, layer in enumerate(self.layers):
+            with torch.no_grad():
+                below = self.states(x, l)[-1] if l > 0 else x.float().unsqueeze(1)
+            layer.init_bias(below)
+            opt = torch.optim.SGD(layer.parameters(), lr=self.s.lr)
+            hist = []
+            for _ in tqdm(range(self.s.em_iterations), desc=f"hidden layer {l + 1}", disable=not progress, leave=False):
+                with torch.no_grad():
+                    z = layer(below)
+                layer.structure = search_structure(z.round(), layer.dist)             # OPTIMIZESTRUCTURE
+                layer.fit_cpts(z, self.s.pseudo_count)
+                layer.fit_marginals(z, self.s.pseudo_count)
+                z = layer(below)                                                     # OPTIMIZEKERNELS
+                # Eq. (8), averaged over images and nodes (ours: the thesis gives no scale for alpha)
+                gain = (layer.log_prob(z) - layer.log_prob(z, relations=False)).mean() / z[0].numel()
+                opt.zero_grad()
+                (-gain).backward()                                                   # ascent on the gain
+                opt.step()
+                hist.append(gain.item())
+            with torch.no_grad():                                                    # final structure and CPTs
+                z = layer(below)
+                layer.structure = search_structure(z.round(), layer.dist)
+                layer.fit_cpts(z, self.s.pseudo_count)
+                layer.fit_marginals(z, self.s.pseudo_count)
+            self.history.append(hist)
+        return self
+
+    @torch.no_grad()
+    def layer_log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1 + L): log p_0(x) and log p_l(z_l(x)) for binary images x (N, H, W)."""
+        cols = [self.pixels.log_prob(x).float()]
+        for layer, z in zip(self.layers, self.states(x)):
+            cols.append(layer.log_prob(z))
+        return torch.stack(cols, 1)
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        return -self.layer_log_probs(x).sum(1)
+
+    def score(self, images) -> torch.Tensor:
+        return self.energy(binarize(images, self.s.threshold))
+
+    @torch.no_grad()
+    def gibbs(self, n_chains: int, iterations: int, generator: torch.Generator | None = None,
+              progress: bool = False) -> torch.Tensor:
+        """Algorithm 1 with the energy of all layers, vectorised over chains (Fig. 13)."""
+        from tqdm.auto import tqdm
+
+        H, W = self.pixels.cpt.shape[:2]
+        x = torch.randint(0, 2, (n_chains, H, W), generator=generator, dtype=torch.uint8)
+        rows = torch.arange(n_chains)
+        e = self.energy(x)
+        for _ in tqdm(range(iterations), desc="Gibbs", disable=not progress, leave=False):
+            i = torch.randint(0, H * W, (n_chains,), generator=generator)
+            x_new = x.clone()
+            flat = x_new.view(n_chains, -1)
+            flat[rows, i] = 1 - flat[rows, i]
+            e_new = self.energy(x_new)
+            accept = torch.rand(n_chains, generator=generator) < torch.sigmoid(e - e_new)
+            x = torch.where(accept.view(-1, 1, 1), x_new, x)
+            e = torch.where(accept, e_new, e)
+        return x
