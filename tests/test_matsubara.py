@@ -96,3 +96,50 @@ def test_svhn_experiment_runs_on_a_tiny_mat(tmp_path, monkeypatch):
     res = exp.matsubara_svhn_toy("full", tmp_path, torch.device("cpu"))
     assert set(res["metrics"]["auroc"]) == {"L", "D", "A", "M"}
     assert res["data"] == "erased-patch toy on SVHN" and (tmp_path / "matsubara-svhn-toy-nz.png").exists()
+
+
+def test_patch_decompose_equals_decomposing_each_crop():
+    """Entry (i, j) of the Fig. 11 maps is the decomposition of the crop at (i * stride, j * stride)."""
+    torch.manual_seed(0)
+    vae = MatsubaraVAE(1, 8, n_conv=1, n_c=4, n_z=2).eval()
+    x = torch.rand(2, 1, 16, 14)
+    maps = mt.patch_decompose(vae, x, patch=8, stride=3)
+    assert maps["M"].shape == (2, 3, 3)
+    for n, i, j in ((0, 0, 0), (1, 2, 1), (0, 1, 2)):
+        crop = x[n:n + 1, :, 3 * i:3 * i + 8, 3 * j:3 * j + 8]
+        ref = mt.decompose(vae, crop)
+        for p in ("L", "D", "A", "M"):
+            assert torch.allclose(maps[p][n, i, j], ref[p][0], rtol=1e-5, atol=1e-4)
+    assert torch.allclose(mt.patch_max_scores(lambda p: mt.batched_decompose(vae, p)["M"], x, 8, 3),
+                          maps["M"].flatten(1).max(1).values, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="smaller than"):
+        mt.patch_grid(torch.rand(1, 1, 6, 6), 8, 2)
+
+
+def test_matsubara_mvtec_quick_path_on_tiny_categories(syn_root, tmp_path, monkeypatch):
+    from energyad.experiments import matsubara as exp
+
+    tiny = dataclasses.replace(exp.PATCH_QUICK, n_crops=32, n_c=4, n_z=2, stride=16, map_stride=16,
+                               vae=mt.VAESettings(epochs=1, batch_size=16))
+    monkeypatch.setattr(exp, "PATCH_QUICK", tiny)
+    monkeypatch.setattr("energyad.experiments.mvtec_categories",
+                        lambda categories=None, synthetic=False: {"tex": syn_root, "obj": syn_root})
+    res = exp.matsubara_mvtec("quick", tmp_path, torch.device("cpu"))
+    assert set(res["metrics"]["auroc"]) == {"tex", "obj"}
+    assert all(set(a) == {"L", "D", "A", "M"} for a in res["metrics"]["auroc"].values())
+    assert (tmp_path / "matsubara-mvtec-heatmap-obj.png").is_file()
+
+
+def test_matsubara_mnist_toy_full_profile_code_path(tmp_path, monkeypatch):
+    """The full profile's grid (N_z 2..500, GMM 2..50, N_c = 32) on a few images with one epoch: the code
+    path of the full run, whose training needs a GPU (about 130 s per epoch per VAE on this CPU)."""
+    from energyad.experiments import matsubara as exp
+
+    short = dataclasses.replace(exp.TOY_FULL, n_train=120, n_test=40, gmm_components=(2, 5), n_pca=10,
+                                if_estimators=10, vae=mt.VAESettings(epochs=1))
+    monkeypatch.setattr(exp, "TOY_FULL", short)
+    res = exp.matsubara_mnist_toy("full", tmp_path, torch.device("cpu"))
+    m = res["metrics"]
+    assert set(m["vae_by_n_z"]) == {str(n) for n in exp.TOY_FULL.n_z} == set(m["white_patch"]["vae_by_n_z"])
+    assert set(m["auroc"]) == {"L", "D", "A", "M"}
+    assert (tmp_path / "matsubara-mnist-toy-nz.png").is_file()

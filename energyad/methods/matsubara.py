@@ -169,15 +169,32 @@ def isolation_forest_scores(train_x, test_x, n_estimators: int = 1000, max_sampl
 
 
 # ----------------------------------------------------------------------------- patch-wise detection
+def patch_grid(images: torch.Tensor, patch: int = 96, stride: int = 16):
+    """Every ``patch`` x ``patch`` crop taken with ``stride`` (Sec. V), as a batch
+    (N * nh * nw, C, patch, patch) in raster order, and the grid size (nh, nw)."""
+    N, C, H, W = images.shape
+    if H < patch or W < patch:
+        raise ValueError(f"images of {H}x{W} are smaller than the {patch}x{patch} patches")
+    patches = images.unfold(2, patch, stride).unfold(3, patch, stride)          # (N, C, nh, nw, p, p)
+    nh, nw = patches.shape[2:4]
+    return patches.permute(0, 2, 3, 1, 4, 5).reshape(N * nh * nw, C, patch, patch), (nh, nw)
+
+
 def patch_max_scores(score_fn, images: torch.Tensor, patch: int = 96, stride: int = 16) -> torch.Tensor:
     """Score every ``patch`` x ``patch`` crop taken with ``stride``; an image's score is its patches'
     maximum (Sec. V: an image is anomalous if any patch exceeds the threshold). (N,) scores."""
-    N, C, H, W = images.shape
-    patches = images.unfold(2, patch, stride).unfold(3, patch, stride)          # (N, C, nh, nw, p, p)
-    nh, nw = patches.shape[2:4]
-    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(N * nh * nw, C, patch, patch)
+    patches, (nh, nw) = patch_grid(images, patch, stride)
     scores = torch.cat([score_fn(patches[i:i + 256]) for i in range(0, len(patches), 256)])
-    return scores.view(N, nh * nw).max(1).values
+    return scores.view(len(images), nh * nw).max(1).values
+
+
+def patch_decompose(vae, images: torch.Tensor, patch: int = 96, stride: int = 16) -> dict:
+    """L, D, A and M of every patch (Eqs. 5-6), arranged as maps (N, nh, nw): entry (i, j) scores the
+    patch whose top-left corner is (i * stride, j * stride). The heat maps of Fig. 11 (stride 4 there)."""
+    patches, (nh, nw) = patch_grid(images, patch, stride)
+    device = next(vae.parameters()).device
+    parts = batched_decompose(vae, patches.to(device))
+    return {k: parts[k].cpu().view(len(images), nh, nw) for k in ("L", "D", "A", "M")}
 
 
 def random_crops(images: torch.Tensor, n: int, patch: int = 96, generator=None) -> torch.Tensor:
