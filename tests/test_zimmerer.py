@@ -111,3 +111,16 @@ def test_dehaene_mnist_code_path(tmp_path, monkeypatch):
     res = exp.dehaene_mnist("quick", tmp_path, torch.device("cpu"))
     assert set(res["metrics"]["auroc"]["1"]) == {"l2ae", "vae"}
     assert set(res["metrics"]["mean_auroc"]["vae"]) == {"reconstruction", "projection"}
+
+
+def test_test_tiles_cut_in_raster_order_and_label_tiles():
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4)
+    m = torch.zeros(2, 1, 4, 4)
+    m[1, 0, 3, 0] = 1                                   # bottom-left tile of image 1
+    xt, mt, yt, d = exp.test_tiles(x, m, torch.tensor([0, 1]), ["good", "crack"], 2)
+    assert xt.shape == (8, 1, 2, 2) and torch.equal(xt[1], x[0, :, 0:2, 2:4]) and torch.equal(xt[6], x[1, :, 2:4, 0:2])
+    assert yt.tolist() == [0, 0, 0, 0, 0, 0, 1, 0] and d[4:] == ["crack"] * 4
+    from energyad import metrics
+    maps = torch.rand(2, 1, 4, 4)
+    tiles = exp.test_tiles(maps, m, torch.tensor([0, 1]), ["good", "crack"], 2)[0]
+    assert metrics.pixel_auroc(tiles, mt) == pytest.approx(metrics.pixel_auroc(maps, m))
