@@ -10,12 +10,13 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="list the experiments")
     rep = sub.add_parser("reproduce", help="run an experiment and write DIR/<id>.json")
-    rep.add_argument("experiment", help="experiment id (see `list`)")
+    rep.add_argument("experiment", help="experiment id (see `list`), or `all`")
     rep.add_argument("--profile", choices=("quick", "full"), default=None,
                      help="default: $ENERGYAD_PROFILE or quick")
     rep.add_argument("--out", default="runs", help="output folder (default: runs)")
     rep.add_argument("--device", default=None, help="cuda, mps or cpu (default: automatic)")
     rep.add_argument("--seed", type=int, default=0)
+    rep.add_argument("--force", action="store_true", help="with `all`: rerun experiments that have a result")
     args = parser.parse_args(argv)
 
     from .experiments import load_all
@@ -28,8 +29,14 @@ def main(argv=None) -> int:
             print(f"{id:<{width}}  {exp.chapter:<12} {'/'.join(exp.profiles):<11} {exp.description}{needs}")
         return 0
 
-    from .experiments.runner import run
+    from .experiments.runner import run, run_all
 
+    if args.experiment == "all":
+        status = run_all(args.profile, args.out, args.device, args.seed, args.force)
+        failed = [k for k, v in status.items() if v.startswith("failed")]
+        print(f"{len(status)} experiments: {sum(v.startswith('done') for v in status.values())} run, "
+              f"{sum(v.startswith('skipped') for v in status.values())} skipped, {len(failed)} failed")
+        return 1 if failed else 0
     try:
         res = run(args.experiment, args.profile, args.out, args.device, args.seed)
     except (KeyError, ValueError, FileNotFoundError) as err:

@@ -13,6 +13,7 @@ from ..methods import dehaene as dh
 from ..methods import zimmerer
 from ..networks.bergmann_ae import BergmannAE
 from . import experiment, mvtec_categories
+from .runner import unit
 
 # Table 1 (pixel AUROC): per category, (baseline reconstruction, projection "grad") for each autoencoder.
 _TABLE1 = """
@@ -123,8 +124,8 @@ def dehaene_mvtec(profile, out, device):
     s = MVTEC_QUICK if profile == "quick" else MVTEC_FULL
     cats = mvtec_categories(s.categories, s.synthetic, need_masks=True)
     results = {}
-    for c, root in cats.items():
-        _, _, results[c] = run_category(root, c, s, device)
+    for c, root in cats.items():   # one resumable unit per category
+        results[c] = unit(f"category-{c}", lambda: run_category(root, c, s, device)[2])
     return {"metrics": results, "paper": PAPER_TABLE1, "config": s,
             "data": "synthetic MVTec-layout categories" if s.synthetic else f"MVTec AD: {', '.join(cats)}"}
 
@@ -335,7 +336,7 @@ def dehaene_mnist(profile, out, device):
 
     s = MNIST_QUICK if profile == "quick" else MNIST_FULL
     tr, te = load_mnist_or_standin("train"), load_mnist_or_standin("test")
-    per_digit = {str(d): mnist_digit(d, s, (tr[:2], te[:2]), device) for d in s.digits}
+    per_digit = {str(d): unit(f"digit-{d}", lambda: mnist_digit(d, s, (tr[:2], te[:2]), device)) for d in s.digits}
     mean = {k: {m: sum(r[k][m] for r in per_digit.values()) / len(per_digit) for m in ("reconstruction", "projection")}
             for k in s.kinds}
     return {"metrics": {"auroc": per_digit, "mean_auroc": mean},

@@ -10,6 +10,7 @@ from ..config import seed_everything
 from ..methods.genc import GencEBM, SGLDSettings, TrainSettings
 from ..networks.genc import TABLE3_WIDTHS, EnergyNet
 from . import experiment, mvtec_categories
+from .runner import unit
 
 # The paper's numbers (AUROC). Table 4: detection averaged over MVTec AD; Tables 2 and 5: localization.
 PAPER_DETECTION_AVERAGE = {"energy": 0.56, "raw": 0.69, "std": 0.72}
@@ -75,14 +76,16 @@ def genc_mnist(profile, out, device):
     s = MNIST_QUICK if profile == "quick" else MNIST_FULL
     tr, te = load_mnist_or_standin("train"), load_mnist_or_standin("test")
     per_digit, events = {}, {}
-    for d in s.digits:
+    def one_digit(d):
         model, _, _, aurocs = run_mnist_digit(d, s, device, (tr[:2], te[:2]))
-        per_digit[str(d)] = aurocs
-        events[str(d)] = model.log.events
         fig = plotting.line_plot(range(len(model.log.e_data)), {"data": model.log.e_data,
                                  "SGLD samples": model.log.e_sample}, "iteration", "mean energy",
                                  f"digit {d}: energies during training")
         plotting.save(fig, out / f"genc-mnist-energies-{d}.png")
+        return aurocs, model.log.events
+
+    for d in s.digits:   # one resumable unit per digit
+        per_digit[str(d)], events[str(d)] = unit(f"digit-{d}", lambda: one_digit(d))
     mean = {k: sum(v[k] for v in per_digit.values()) / len(per_digit) for k in KINDS}
     return {"metrics": {"auroc": per_digit, "mean_auroc": mean, "guard_events": events},
             "paper": {"note": "the paper reports no MNIST results"},
@@ -119,13 +122,16 @@ def genc_mvtec(profile, out, device):
     s = MVTEC_QUICK if profile == "quick" else MVTEC_FULL
     cats = mvtec_categories(s.categories, s.synthetic)
     results = {}
-    for c, root in cats.items():
+    def one_category(c, root):
         model, (x_te, m_te, y_te, _), res = run_mvtec_category(root, c, s, device)
-        results[c] = res
         if res["localization"] is not None:
             idx = torch.nonzero(y_te == 1)[:6, 0]
             fig = plotting.overlay_grid(x_te[idx], model.maps(x_te[idx].to(device), "std").cpu(), m_te[idx], ncol=6)
             plotting.save(fig, out / f"genc-mvtec-{c}.png")
+        return res
+
+    for c, root in cats.items():   # one resumable unit per category
+        results[c] = unit(f"category-{c}", lambda: one_category(c, root))
     paper = {c: {"localization": {"raw": PAPER_LOCALIZATION[c][0], "std": PAPER_LOCALIZATION[c][1]}}
              for c in cats if c in PAPER_LOCALIZATION}
     paper["detection_average"] = PAPER_DETECTION_AVERAGE

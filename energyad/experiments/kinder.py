@@ -15,6 +15,7 @@ from ..methods.kinder_bn import BNSettings, HiddenBN, HiddenBNSettings, PixelBN,
 from ..methods.kinder_iem import ALEXNET_SETTINGS, IEMSettings, IntrospectiveEnergyModel
 from ..networks.kinder import TABLE4, IEMForward, Transition, alexnet_forward
 from . import experiment, mvtec_categories
+from .runner import unit
 
 # Table 1 (AUROC in %, one-class MNIST, one layer, CPT sideward pass).
 PAPER_TABLE1 = {"0": 94.9, "1": 99.9, "2": 82.1, "3": 84.2, "4": 85.0, "5": 89.2, "6": 95.1, "7": 94.8,
@@ -52,15 +53,18 @@ def kinder_bn_mnist(profile, out, device):
     s = BN_QUICK if profile == "quick" else BN_FULL
     tr, te = load_mnist_or_standin("train"), load_mnist_or_standin("test")
     aurocs = {}
-    for d in s.digits:
+    def one_digit(d):
         bn, energies, y = bn_one_class(d, tr[:2], te[:2], s)
-        aurocs[str(d)] = 100 * metrics.image_auroc(energies, y)
         if d in (1, 8):
             g = seed_everything(d)
             samples = bn.gibbs(s.gibbs_chains, s.gibbs_iterations, g)
             fig = plotting.image_grid(samples.float(), nrow=8)
             fig.suptitle(f"Gibbs samples, digit {d}, {s.gibbs_iterations} iterations (cf. Fig. 10)")
             plotting.save(fig, out / f"kinder-bn-mnist-samples-{d}.png")
+        return 100 * metrics.image_auroc(energies, y)
+
+    for d in s.digits:   # one resumable unit per digit
+        aurocs[str(d)] = unit(f"digit-{d}", lambda: one_digit(d))
     mean = float(np.mean(list(aurocs.values())))
     return {"metrics": {"auroc": aurocs, "mean_auroc": mean, "unit": "percent"},
             "paper": PAPER_TABLE1, "config": s, "data": tr[2]}
@@ -107,16 +111,19 @@ def kinder_bn_hidden_mnist(profile, out, device):
     s = HIDDEN_QUICK if profile == "quick" else HIDDEN_FULL
     tr, te = load_mnist_or_standin("train"), load_mnist_or_standin("test")
     aurocs, per_layer, structures = {}, {}, {}
-    for d in s.digits:
+    def one_digit(d):
         bn, lp, y = hidden_bn_one_class(d, tr[:2], te[:2], s, progress=True)
-        aurocs[str(d)] = 100 * metrics.image_auroc(-lp.sum(1), y)
-        per_layer[str(d)] = [100 * metrics.image_auroc(-lp[:, l], y) for l in range(lp.shape[1])]
-        structures[str(d)] = [[[k2, dr] for k2, dr in p] for layer in bn.layers for p in layer.structure]
         if d in (1, 8):
             samples = bn.gibbs(s.gibbs_chains, s.gibbs_iterations, seed_everything(d))
             fig = plotting.image_grid(samples.float(), nrow=8)
             fig.suptitle(f"Gibbs samples with hidden layers, digit {d}, {s.gibbs_iterations} flips (cf. Fig. 13)")
             plotting.save(fig, out / f"kinder-bn-hidden-mnist-samples-{d}.png")
+        return (100 * metrics.image_auroc(-lp.sum(1), y),
+                [100 * metrics.image_auroc(-lp[:, l], y) for l in range(lp.shape[1])],
+                [[[k2, dr] for k2, dr in p] for layer in bn.layers for p in layer.structure])
+
+    for d in s.digits:   # one resumable unit per digit
+        aurocs[str(d)], per_layer[str(d)], structures[str(d)] = unit(f"digit-{d}", lambda: one_digit(d))
     mean = float(np.mean(list(aurocs.values())))
     return {"metrics": {"auroc": aurocs, "mean_auroc": mean, "auroc_per_layer": per_layer,
                         "structures": structures, "unit": "percent"},
@@ -172,9 +179,12 @@ def kinder_iem_mnist(profile, out, device):
     s = IEM_MNIST_QUICK if profile == "quick" else IEM_MNIST_FULL
     tr, te = load_mnist_or_standin("train"), load_mnist_or_standin("test")
     aurocs, raw_aurocs, per_layer = {}, {}, {}
-    for d in s.digits:
+    def one_digit(d):
         model, le, raw, y = iem_one_class(d, tr[:2], te[:2], s, device, progress=True)
-        w = torch.tensor(model.weights_l)
+        return torch.tensor(model.weights_l), le, raw, y
+
+    for d in s.digits:   # one resumable unit per digit (energies kept, the model is not)
+        w, le, raw, y = unit(f"digit-{d}", lambda: one_digit(d))
         aurocs[str(d)] = 100 * metrics.image_auroc(le @ w, y)
         raw_aurocs[str(d)] = 100 * metrics.image_auroc(raw @ w, y)
         per_layer[str(d)] = [100 * metrics.image_auroc(le[:, l], y) for l in range(le.shape[1])]
@@ -243,7 +253,8 @@ def run_iem_mvtec(s: IEMMvtecSettings, out, device, tag: str, max_train: int | N
 
     res = {"image_auroc": {}, "image_auroc_without_normalisation": {}, "pixel_auroc": {}, "aupro": {},
            "seconds_per_category": {}}
-    for cat, root in _mvtec_categories(s).items():
+
+    def one_category(cat, root):
         t0 = time.perf_counter()
         gray = False if s.alexnet else None
         x_tr = load_split(MVTecAD(root, cat, "train", s.iem.image_size, gray), progress)[0][:max_train]
@@ -253,17 +264,22 @@ def run_iem_mvtec(s: IEMMvtecSettings, out, device, tag: str, max_train: int | N
         model.fit(x_tr.to(device), torch.Generator().manual_seed(0), progress=progress)
         scores = model.score(x_te)
         raw = torch.cat([model.energy(x_te[i:i + 32], normalise=False).cpu() for i in range(0, len(x_te), 32)])
-        res["image_auroc"][cat] = 100 * metrics.image_auroc(scores, y_te)
-        res["image_auroc_without_normalisation"][cat] = 100 * metrics.image_auroc(raw, y_te)
+        r = {"image_auroc": 100 * metrics.image_auroc(scores, y_te),
+             "image_auroc_without_normalisation": 100 * metrics.image_auroc(raw, y_te)}
         maps = model.anomaly_map(x_te)
         if m_te.sum() > 0:
-            res["pixel_auroc"][cat] = 100 * metrics.pixel_auroc(maps, m_te)
-            res["aupro"][cat] = 100 * metrics.aupro(maps, m_te)
+            r["pixel_auroc"] = 100 * metrics.pixel_auroc(maps, m_te)
+            r["aupro"] = 100 * metrics.aupro(maps, m_te)
         idx = torch.cat([torch.nonzero(y_te == 0)[:2, 0], torch.nonzero(y_te == 1)[:4, 0]])
         fig = plotting.overlay_grid(x_te[idx], maps[idx], m_te[idx] if m_te.sum() > 0 else None,
                                     titles=[f"{'defect' if y_te[i] else 'good'}, E={scores[i]:.0f}" for i in idx], ncol=6)
         plotting.save(fig, out / f"{tag}-maps-{cat}.png")
-        res["seconds_per_category"][cat] = time.perf_counter() - t0
+        r["seconds_per_category"] = time.perf_counter() - t0
+        return r
+
+    for cat, root in _mvtec_categories(s).items():   # one resumable unit per category
+        for k, v in unit(f"category-{cat}", lambda: one_category(cat, root)).items():
+            res[k][cat] = v
     real = [v for c, v in res["image_auroc"].items() if not c.startswith("synthetic")]
     res["mean_image_auroc_real_categories"] = float(np.mean(real)) if real else None
     res["unit"] = "percent"

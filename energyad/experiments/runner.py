@@ -4,6 +4,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import platform
+import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -64,8 +66,51 @@ def to_jsonable(obj):
     return obj
 
 
+class Checkpoints:
+    """Finished units of work (a digit, a category) of one run, kept in ``out/checkpoints/<id>-<profile>/``
+    so that an interrupted run resumes where it stopped. A unit's value must be picklable (metrics, not
+    models); figures a unit writes stay in ``out``."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.loaded: list[str] = []
+
+    def _path(self, key: str) -> Path:
+        return self.folder / (re.sub(r"[^A-Za-z0-9_.-]+", "_", key) + ".pt")
+
+    def unit(self, key: str, fn):
+        path = self._path(key)
+        if path.exists():
+            try:
+                value = torch.load(path, weights_only=False)
+                self.loaded.append(key)
+                return value
+            except Exception as err:   # a file cut short by the interruption: compute the unit again
+                print(f"checkpoint {path} unreadable ({err}); recomputing {key}")
+        value = fn()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(value, tmp)
+        tmp.replace(path)                          # atomic: a unit is either saved whole or not at all
+        return value
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_ACTIVE: Checkpoints | None = None
+
+
+def unit(key: str, fn):
+    """Run ``fn()`` as a resumable unit of the experiment being run (plain ``fn()`` outside ``run``)."""
+    return _ACTIVE.unit(key, fn) if _ACTIVE is not None else fn()
+
+
 def run(id: str, profile: str | None = None, out: str | Path = "runs", device=None, seed: int = 0) -> dict:
-    """Run experiment ``id`` and write ``out/<id>.json``; return the result dict."""
+    """Run experiment ``id`` and write ``out/<id>.json``; return the result dict. Units finished by an
+    interrupted earlier run (``out/checkpoints/<id>-<profile>/``) are loaded instead of recomputed; the
+    checkpoints are removed once the result file is written."""
+    global _ACTIVE
     exp = get(id)
     profile = get_profile(profile)
     if profile not in exp.profiles:
@@ -74,8 +119,13 @@ def run(id: str, profile: str | None = None, out: str | Path = "runs", device=No
     out.mkdir(parents=True, exist_ok=True)
     device = get_device(device)
     seed_everything(seed)
+    ckpt = Checkpoints(out / "checkpoints" / f"{id}-{profile}-seed{seed}")
     t0 = time.perf_counter()
-    res = exp.fn(profile=profile, out=out, device=device)
+    _ACTIVE = ckpt
+    try:
+        res = exp.fn(profile=profile, out=out, device=device)
+    finally:
+        _ACTIVE = None
     seconds = time.perf_counter() - t0
     result = {
         "experiment": id,
@@ -92,6 +142,7 @@ def run(id: str, profile: str | None = None, out: str | Path = "runs", device=No
             "python": platform.python_version(),
             "seed": seed,
             "seconds": round(seconds, 2),
+            "resumed_units": ckpt.loaded,
             "data": res.get("data", ""),
             "figures": sorted(p.name for p in out.glob(f"{id}*.png")),
         },
@@ -99,6 +150,7 @@ def run(id: str, profile: str | None = None, out: str | Path = "runs", device=No
     result = to_jsonable(result)
     path = out / f"{id}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
+    ckpt.clear()
     return result
 
 
@@ -118,3 +170,60 @@ def load_result(id: str, profile: str, folders=None) -> dict | None:
             if data.get("profile") == profile:
                 return data
     return None
+
+
+def unmet_needs(exp, profile: str) -> list[str]:
+    """What ``exp`` needs that this machine lacks, with the reason (``reproduce all`` skips those)."""
+    from ..config import data_root
+
+    missing = []
+    for need in exp.needs:
+        if need == "gpu" and profile == "full" and not torch.cuda.is_available():
+            missing.append("gpu: the full profile needs a GPU (none found)")
+        elif need == "svhn" and not (data_root() / "SVHN" / "train_32x32.mat").exists():
+            missing.append(f"svhn: no SVHN under {data_root() / 'SVHN'} (energyad.data.svhn downloads it)")
+        elif need == "celeba" and not (data_root() / "celeba_64").exists():
+            missing.append(f"celeba: no faces under {data_root() / 'celeba_64'}")
+        elif need == "alexnet-weights":
+            from ..networks.kinder import find_alexnet_weights
+            try:
+                find_alexnet_weights()
+            except Exception:
+                missing.append("alexnet-weights: torchvision's AlexNet weights not found (see find_alexnet_weights)")
+        elif need == "mvtec":
+            from ..data.mvtec import available_categories
+            if not available_categories():
+                missing.append("mvtec: no MVTec AD category under the data root")
+    return missing
+
+
+def run_all(profile: str | None = None, out: str | Path = "runs", device=None, seed: int = 0,
+            force: bool = False, only=None, log=print) -> dict:
+    """Run every experiment that has ``profile``: skip those whose result file is already in ``out``
+    (unless ``force``) and those whose needs are unmet (with the reason); units of an interrupted run
+    resume from their checkpoints. Returns ``{id: "done" | "skipped: ..." | "failed: ..."}``."""
+    from tqdm.auto import tqdm
+
+    from . import load_all
+
+    profile = get_profile(profile)
+    out = Path(out)
+    todo = [e for i, e in sorted(load_all().items()) if profile in e.profiles and (only is None or i in only)]
+    status = {}
+    bar = tqdm(todo, desc=f"reproduce all ({profile})", unit="experiment")
+    for exp in bar:
+        bar.set_postfix_str(exp.id)
+        done = out / f"{exp.id}.json"
+        if done.exists() and not force and json.loads(done.read_text()).get("profile") == profile:
+            status[exp.id] = "skipped: finished (result file present; --force reruns it)"
+        elif missing := unmet_needs(exp, profile):
+            status[exp.id] = "skipped: " + "; ".join(missing)
+        else:
+            t0 = time.perf_counter()
+            try:
+                run(exp.id, profile, out, device, seed)
+                status[exp.id] = f"done in {time.perf_counter() - t0:.0f} s"
+            except Exception as err:   # one failure must not stop the others; it is reported
+                status[exp.id] = f"failed: {type(err).__name__}: {err}"
+        log(f"{exp.id}: {status[exp.id]}")
+    return status
