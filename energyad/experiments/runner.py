@@ -154,15 +154,17 @@ def run(id: str, profile: str | None = None, out: str | Path = "runs", device=No
     return result
 
 
-def load_result(id: str, profile: str, folders=None) -> dict | None:
-    """Find a result file for ``id`` in ``profile`` (committed results first); ``None`` if absent.
+def load_result(id: str, profile: str, folders=None, committed: bool = True) -> dict | None:
+    """Find a result file for ``id`` in ``profile`` in ``folders``, then (if ``committed``) among the
+    committed results; ``None`` if absent.
 
     Committed results live in ``book/results/<profile>/<id>.json`` (runs that really happened,
     with their provenance); chapters show them only with the profile and provenance beside them.
     """
     folders = list(folders or [])
     repo = Path(__file__).resolve().parents[2]
-    folders.append(repo / "book" / "results" / profile)
+    if committed:
+        folders.append(repo / "book" / "results" / profile)
     for folder in folders:
         p = Path(folder) / f"{id}.json"
         if p.exists():
