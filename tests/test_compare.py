@@ -1,0 +1,46 @@
+"""The comparison: every method behind one interface, worst cases against a brute-force ranking, the
+summary's mean and standard deviation over seeds against numpy."""
+import numpy as np
+import pytest
+import torch
+
+from energyad.experiments import compare as cmp
+
+TINY = cmp.MethodSettings(genc_iterations=2, genc_sgld_steps=2, ae_epochs=1, projection_steps=2, vae_epochs=1,
+                          iem_epochs=1)
+
+
+@pytest.mark.parametrize("method", cmp.METHODS)
+def test_every_method_fits_scores_and_maps_through_the_interface(method):
+    g = torch.Generator().manual_seed(0)
+    x_tr, x_te = torch.rand(16, 1, 28, 28, generator=g), torch.rand(10, 1, 28, 28, generator=g)
+    y = torch.tensor([0, 1] * 5)
+    m = torch.zeros(10, 1, 28, 28)
+    m[1::2, :, 5:9, 5:9] = 1
+    r = cmp.evaluate(method, x_tr, x_te, y, m, TINY, "cpu")
+    assert r["scores"].shape == (10,) and 0 <= r["image_auroc"] <= 1 and r["fit_seconds"] >= 0
+    assert ("pixel_auroc" in r) == (method != "kinder-bn")          # the pixel BN has no anomaly map
+
+
+def test_build_refuses_what_a_method_cannot_do():
+    with pytest.raises(ValueError, match="binary grayscale"):
+        cmp.build("kinder-bn", 3, 32, TINY)
+    with pytest.raises(ValueError, match="unknown method"):
+        cmp.build("patchcore", 1, 28, TINY)
+    with pytest.raises(ValueError, match="32, 64 or 128"):
+        cmp.build("dehaene", 1, 48, TINY)
+
+
+def test_worst_cases_against_sorting_by_hand():
+    scores = torch.tensor([0.1, 0.9, 0.5, 0.3, 0.8, 0.2, 0.7])
+    y = torch.tensor([0, 0, 1, 0, 1, 1, 0])
+    fp, fn = cmp.worst_cases(scores, y, k=2)
+    assert fp.tolist() == [1, 6] and fn.tolist() == [5, 2]      # normals by falling score, anomalies by rising
+
+
+def test_summary_means_over_units_then_seeds():
+    per_unit = {"a": {"m": [{"x": 0.6}, {"x": 0.8}]}, "b": {"m": [{"x": 1.0}, {"x": 0.4}]}}
+    s = cmp._summarise(per_unit, ("m",), "x")["m"]
+    per_seed = [np.mean([0.6, 1.0]), np.mean([0.8, 0.4])]
+    assert s["mean"] == pytest.approx(np.mean(per_seed)) and s["std_over_seeds"] == pytest.approx(np.std(per_seed))
+    assert s["by_unit"] == {"a": pytest.approx(0.7), "b": pytest.approx(0.7)}
