@@ -79,3 +79,19 @@ def mvtec_categories(categories=None, synthetic: bool = False, need_masks: bool 
         raise DataError(f"No MVTec AD category {what}found under the data root. "
                         "Fix: energyad.data.mvtec.download_mvtec(), or set ENERGYAD_DATA.")
     return cats
+
+
+def mvtec_and_synthetic(categories=None, synthetic: bool = False) -> dict:
+    """The real categories present (``categories``; none is fine when ``synthetic``) plus, if
+    ``synthetic``, the synthetic ones: quick profiles that show the shared copy beside the stand-ins."""
+    from ..data import DataError
+
+    cats = {}
+    try:
+        cats.update(mvtec_categories(categories))
+    except DataError:
+        if not synthetic:
+            raise
+    if synthetic:
+        cats.update(mvtec_categories(synthetic=True))
+    return cats

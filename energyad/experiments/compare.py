@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .. import metrics, plotting
 from ..config import seed_everything
-from . import experiment, mvtec_categories
+from . import experiment, mvtec_and_synthetic
 from .runner import unit
 
 METHODS = ("genc", "dehaene", "matsubara", "kinder-bn", "kinder-iem")
@@ -298,17 +298,9 @@ COMPARE_MVTEC_FULL = CompareMvtecSettings(image_size=128, synthetic=False, seeds
 
 
 def run_mvtec(s: CompareMvtecSettings, device, out=None) -> dict:
-    from ..data import DataError
     from ..data.mvtec import MVTecAD, load_split
 
-    cats = {}
-    try:
-        cats.update(mvtec_categories(s.categories))
-    except DataError:
-        if not s.synthetic:
-            raise
-    if s.synthetic:
-        cats.update(mvtec_categories(synthetic=True))
+    cats = mvtec_and_synthetic(s.categories, s.synthetic)
     per_cat = {}
     for c, root in cats.items():
         def one_category(c=c, root=root):

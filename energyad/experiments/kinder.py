@@ -14,7 +14,7 @@ from ..config import seed_everything
 from ..methods.kinder_bn import BNSettings, HiddenBN, HiddenBNSettings, PixelBN, binarize
 from ..methods.kinder_iem import ALEXNET_SETTINGS, IEMSettings, IntrospectiveEnergyModel
 from ..networks.kinder import TABLE4, IEMForward, Transition, alexnet_forward
-from . import experiment, mvtec_categories
+from . import experiment, mvtec_and_synthetic
 from .runner import unit
 
 # Table 1 (AUROC in %, one-class MNIST, one layer, CPT sideward pass).
@@ -219,18 +219,7 @@ IEM_ALEXNET_FULL = IEMMvtecSettings(alexnet=True, iem=ALEXNET_SETTINGS)
 
 
 def _mvtec_categories(s: IEMMvtecSettings) -> dict:
-    """The real categories present (``s.categories``), plus the synthetic ones if ``s.synthetic``."""
-    from ..data import DataError
-
-    cats = {}
-    try:
-        cats.update(mvtec_categories(s.categories))
-    except DataError:
-        if not s.synthetic:
-            raise
-    if s.synthetic:
-        cats.update(mvtec_categories(synthetic=True))
-    return cats
+    return mvtec_and_synthetic(s.categories, s.synthetic)
 
 
 def build_iem(s: IEMMvtecSettings, channels: int) -> IntrospectiveEnergyModel:

@@ -55,6 +55,30 @@ def parent_configs(x: torch.Tensor) -> torch.Tensor:
     return nw * 8 + n * 4 + ne * 2 + w
 
 
+@torch.no_grad()
+def gibbs_flips(log_prob, n_chains: int, shape: tuple, iterations: int, generator: torch.Generator | None = None,
+                x0: torch.Tensor | None = None, progress: bool = False) -> torch.Tensor:
+    """Algorithm 1, vectorised over chains: each iteration flips one random pixel per chain and keeps the
+    flip with probability p(x') / (p(x) + p(x')), the single-site Gibbs update of a binary variable.
+    ``log_prob`` maps binary images (N, H, W) to log p up to a constant; returns (n_chains, H, W)."""
+    from tqdm.auto import tqdm
+
+    H, W = shape
+    x = torch.randint(0, 2, (n_chains, H, W), generator=generator, dtype=torch.uint8) if x0 is None else x0.clone()
+    rows = torch.arange(n_chains)
+    lp = log_prob(x)
+    for _ in tqdm(range(iterations), desc="Gibbs", disable=not progress, leave=False):
+        i = torch.randint(0, H * W, (n_chains,), generator=generator)
+        x_new = x.clone()
+        flat = x_new.view(n_chains, -1)
+        flat[rows, i] = 1 - flat[rows, i]
+        lp_new = log_prob(x_new)
+        accept = torch.rand(n_chains, generator=generator, dtype=torch.float64) < torch.sigmoid(lp_new - lp)
+        x = torch.where(accept.view(-1, 1, 1), x_new, x)
+        lp = torch.where(accept, lp_new, lp)
+    return x
+
+
 class PixelBN:
     """The fixed-structure Bayesian network of Sec. 3.1 with one CPT per pixel: ``cpt`` (H, W, 16) = P(X=1 | parents)."""
 
@@ -93,24 +117,9 @@ class PixelBN:
 
     def gibbs(self, n_chains: int, iterations: int, generator: torch.Generator | None = None,
               x0: torch.Tensor | None = None, progress: bool = False) -> torch.Tensor:
-        """Algorithm 1, vectorised over chains: each iteration flips one random pixel per chain and keeps
-        the flip with probability p(x') / (p(x) + p(x')). Returns binary images (n_chains, H, W)."""
-        from tqdm.auto import tqdm
-
+        """Algorithm 1 (:func:`gibbs_flips`) on this network's log p. Returns binary images (n_chains, H, W)."""
         H, W = self.cpt.shape[:2]
-        x = torch.randint(0, 2, (n_chains, H, W), generator=generator, dtype=torch.uint8) if x0 is None else x0.clone()
-        rows = torch.arange(n_chains)
-        lp = self.log_prob(x)
-        for _ in tqdm(range(iterations), desc="Gibbs", disable=not progress, leave=False):
-            i = torch.randint(0, H * W, (n_chains,), generator=generator)
-            x_new = x.clone()
-            flat = x_new.view(n_chains, -1)
-            flat[rows, i] = 1 - flat[rows, i]
-            lp_new = self.log_prob(x_new)
-            accept = torch.rand(n_chains, generator=generator, dtype=torch.float64) < torch.sigmoid(lp_new - lp)
-            x = torch.where(accept.view(-1, 1, 1), x_new, x)
-            lp = torch.where(accept, lp_new, lp)
-        return x
+        return gibbs_flips(self.log_prob, n_chains, (H, W), iterations, generator, x0, progress)
 
 
 # --- Hidden layers (Sec. 3.2) -----------------------------------------------------------------------
@@ -364,20 +373,6 @@ class HiddenBN(torch.nn.Module):
     @torch.no_grad()
     def gibbs(self, n_chains: int, iterations: int, generator: torch.Generator | None = None,
               progress: bool = False) -> torch.Tensor:
-        """Algorithm 1 with the energy of all layers, vectorised over chains (Fig. 13)."""
-        from tqdm.auto import tqdm
-
+        """Algorithm 1 with the energy of all layers (:func:`gibbs_flips` on -E), vectorised over chains (Fig. 13)."""
         H, W = self.pixels.cpt.shape[:2]
-        x = torch.randint(0, 2, (n_chains, H, W), generator=generator, dtype=torch.uint8)
-        rows = torch.arange(n_chains)
-        e = self.energy(x)
-        for _ in tqdm(range(iterations), desc="Gibbs", disable=not progress, leave=False):
-            i = torch.randint(0, H * W, (n_chains,), generator=generator)
-            x_new = x.clone()
-            flat = x_new.view(n_chains, -1)
-            flat[rows, i] = 1 - flat[rows, i]
-            e_new = self.energy(x_new)
-            accept = torch.rand(n_chains, generator=generator) < torch.sigmoid(e - e_new)
-            x = torch.where(accept.view(-1, 1, 1), x_new, x)
-            e = torch.where(accept, e_new, e)
-        return x
+        return gibbs_flips(lambda x: -self.energy(x), n_chains, (H, W), iterations, generator, progress=progress)
