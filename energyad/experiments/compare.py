@@ -289,6 +289,7 @@ class CompareMvtecSettings:
     categories: tuple | None = None      # real categories: None = every one present
     seeds: tuple = (0,)
     methods: tuple = ("genc", "dehaene", "matsubara", "kinder-iem")   # the pixel BN models binary digits only
+    n_train: int = 500        # every method gets the same augmented training set (small rotations and shifts)
     method_settings: MethodSettings = field(default_factory=MethodSettings)
 
 
@@ -298,13 +299,16 @@ COMPARE_MVTEC_FULL = CompareMvtecSettings(image_size=128, synthetic=False, seeds
 
 
 def run_mvtec(s: CompareMvtecSettings, device, out=None) -> dict:
-    from ..data.mvtec import MVTecAD, load_split
+    from ..data.mvtec import MVTecAD, load_split, object_augment
 
     cats = mvtec_and_synthetic(s.categories, s.synthetic)
     per_cat = {}
     for c, root in cats.items():
         def one_category(c=c, root=root):
-            x_tr = load_split(MVTecAD(root, c, "train", image_size=s.image_size), False)[0]
+            x_good = load_split(MVTecAD(root, c, "train", image_size=s.image_size), False)[0]
+            g = seed_everything(0)
+            idx = torch.randint(len(x_good), (s.n_train,), generator=g)
+            x_tr = object_augment(x_good[idx], max_rotation_deg=5, max_translation=0.03, generator=g)
             x_te, m_te, y_te, _ = load_split(MVTecAD(root, c, "test", image_size=s.image_size), False)
             res = {m: [evaluate(m, x_tr, x_te, y_te, m_te, s.method_settings, device, seed) for seed in s.seeds]
                    for m in s.methods}
