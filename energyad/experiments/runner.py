@@ -120,6 +120,7 @@ def run(id: str, profile: str | None = None, out: str | Path = "runs", device=No
     device = get_device(device)
     seed_everything(seed)
     ckpt = Checkpoints(out / "checkpoints" / f"{id}-{profile}-seed{seed}")
+    commit = _git_commit()                         # the code that runs, read before the run, not after
     t0 = time.perf_counter()
     _ACTIVE = ckpt
     try:
@@ -134,7 +135,7 @@ def run(id: str, profile: str | None = None, out: str | Path = "runs", device=No
         "paper": res.get("paper", {}),
         "config": res.get("config", {}),
         "provenance": {
-            "commit": _git_commit(),
+            "commit": commit,
             "energyad": __version__,
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "device": _device_name(device),
