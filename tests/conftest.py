@@ -1,5 +1,6 @@
 """Shared fixtures: small synthetic MVTec-layout categories written once per test session."""
 import pytest
+import torch
 
 from energyad.data import synthetic
 
@@ -14,3 +15,12 @@ def syn_root(tmp_path_factory):
     synthetic.write_synthetic_mvtec(root, "gray", "texture", n_train=3, n_test_good=1, n_test_defect=1, size=32,
                                     grayscale=True)
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP spin-waiting on a busy machine (30 ms per small matmul)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -9,13 +9,7 @@ import torch
 from energyad.methods.kinder_bn import BNSettings, PixelBN, binarize, parent_configs
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waiting on a busy machine (30 ms per small matmul)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_parent_configs_by_hand():

@@ -11,13 +11,7 @@ from energyad.networks.kinder import (ALEXNET_CONV_KEYS, IEMForward, Transition,
                                       find_alexnet_weights, load_alexnet_convs)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waiting on a busy machine (30 ms per small matmul)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_ring_offsets_count_and_distance():
