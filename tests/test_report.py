@@ -45,3 +45,15 @@ def test_paper_values_are_computed_from_the_tables_and_markdown_has_every_row(tm
     assert _row(rows, "Table 1", "Dehaene et al.")["paper_value"] == "projection better in 54 of 60 cells"
     md = report.markdown([tmp_path], committed=False)
     assert md.count("\n") == len(rows) + 1 and md.count("**not run**") == len(rows)
+
+
+def test_qualitative_figures_are_at_most_partly_and_context_is_listed(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"")
+    _write(tmp_path, "kinder-bn-mnist", "full", {"mean_auroc": 89.0})
+    data = json.loads((tmp_path / "kinder-bn-mnist.json").read_text())
+    data["provenance"]["figures"] = ["kinder-bn-mnist-samples-1.png"]
+    (tmp_path / "kinder-bn-mnist.json").write_text(json.dumps(data))
+    rows = report.rows([tmp_path], committed=False)
+    assert _row(rows, "Fig. 10", "Kinder")["status"] == "partly"
+    assert _row(rows, "Table 1", "Kinder")["status"] == "reproduced"
+    assert "Tables 4, 6" in report.context_markdown()
