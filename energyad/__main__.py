@@ -17,6 +17,8 @@ def main(argv=None) -> int:
     rep.add_argument("--device", default=None, help="cuda, mps or cpu (default: automatic)")
     rep.add_argument("--seed", type=int, default=0)
     rep.add_argument("--force", action="store_true", help="with `all`: rerun experiments that have a result")
+    rep.add_argument("--reuse-checkpoints", action="store_true",
+                     help="reuse finished units that other code wrote (refused by default)")
     args = parser.parse_args(argv)
 
     from .experiments import load_all
@@ -29,17 +31,18 @@ def main(argv=None) -> int:
             print(f"{id:<{width}}  {exp.chapter:<12} {'/'.join(exp.profiles):<11} {exp.description}{needs}")
         return 0
 
-    from .experiments.runner import run, run_all
+    from .experiments.runner import CheckpointMismatch, run, run_all
 
     if args.experiment == "all":
-        status = run_all(args.profile, args.out, args.device, args.seed, args.force)
+        status = run_all(args.profile, args.out, args.device, args.seed, args.force,
+                         reuse_checkpoints=args.reuse_checkpoints)
         failed = [k for k, v in status.items() if v.startswith("failed")]
         print(f"{len(status)} experiments: {sum(v.startswith('done') for v in status.values())} run, "
               f"{sum(v.startswith('skipped') for v in status.values())} skipped, {len(failed)} failed")
         return 1 if failed else 0
     try:
-        res = run(args.experiment, args.profile, args.out, args.device, args.seed)
-    except (KeyError, ValueError, FileNotFoundError) as err:
+        res = run(args.experiment, args.profile, args.out, args.device, args.seed, args.reuse_checkpoints)
+    except (KeyError, ValueError, FileNotFoundError, CheckpointMismatch) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}/{res['experiment']}.json ({res['profile']} profile, "

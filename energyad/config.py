@@ -90,5 +90,10 @@ def seed_everything(seed: int = 0) -> torch.Generator:
 
 
 def settings_for(profile: str | None, quick, full):
-    """Return ``quick`` or ``full`` (two settings objects) for the active profile."""
-    return quick if get_profile(profile) == "quick" else full
+    """Return ``quick`` or ``full`` (two settings objects) for the active profile. Inside a
+    ``reproduce`` run the choice joins the run's configuration (resumable units are keyed by it)."""
+    chosen = quick if get_profile(profile) == "quick" else full
+    from .experiments.runner import record_settings
+
+    record_settings(chosen)
+    return chosen

@@ -33,11 +33,34 @@ def _np(a) -> np.ndarray:
     return np.asarray(a)
 
 
+def to_mask_resolution(maps, size) -> np.ndarray:
+    """Upsample anomaly maps (N, 1, h, w) or (N, h, w) bilinearly to ``size`` = (H, W), the ground
+    truth's resolution: the official MVTec protocol scores the map against the full-size mask, since
+    shrinking a mask can erase small defects."""
+    m = torch.as_tensor(_np(maps), dtype=torch.float64)
+    squeeze = m.ndim == 3
+    if squeeze:
+        m = m[:, None]
+    if m.ndim != 4:
+        raise ValueError(f"maps must be (N, 1, h, w) or (N, h, w), got {tuple(m.shape)}")
+    up = torch.nn.functional.interpolate(m, size=tuple(size), mode="bilinear", align_corners=False)
+    return (up[:, 0] if squeeze else up).numpy()
+
+
 def _maps_masks(maps, masks) -> tuple[np.ndarray, np.ndarray]:
-    """Return (N, H, W) float64 maps and bool masks; accept (N, 1, H, W) or (N, H, W) or (H, W)."""
+    """Return (N, H, W) float64 maps and bool masks; accept (N, 1, H, W) or (N, H, W) or (H, W).
+
+    Maps smaller than the masks are upsampled to the masks' resolution (:func:`to_mask_resolution`);
+    maps with NaN are refused."""
     m, g = _np(maps).astype(np.float64), _np(masks) > 0.5
+    if np.isnan(m).any():
+        raise ValueError(f"anomaly maps contain {int(np.isnan(m).sum())} NaN values (of {m.size}): a metric "
+                         "over them would be meaningless. Fix the model or scoring that produced them.")
+    if m.ndim == g.ndim and m.ndim >= 3 and m.shape[:-2] == g.shape[:-2] and m.shape != g.shape \
+            and m.shape[-2] <= g.shape[-2] and m.shape[-1] <= g.shape[-1]:
+        m = to_mask_resolution(m, g.shape[-2:])
     if m.shape != g.shape:
-        raise ValueError(f"maps {m.shape} and masks {g.shape} must have the same shape")
+        raise ValueError(f"maps {m.shape} and masks {g.shape} must have the same shape (or smaller maps)")
     if m.ndim == 4:
         if m.shape[1] != 1:
             raise ValueError(f"maps must have one channel, got shape {m.shape}")
@@ -132,13 +155,18 @@ def aupro(maps, masks, fpr_limit: float = 0.3) -> float:
 
 
 def three_sigma_threshold(train_scores, k: float = 3.0) -> float:
-    """Mean + ``k`` standard deviations of scores on normal (training) data."""
+    """Mean + ``k`` standard deviations of scores on normal (training) data (at least two scores)."""
     s = _np(train_scores).astype(np.float64).ravel()
+    if s.size < 2 or np.isnan(s).any():
+        raise ValueError(f"three_sigma_threshold needs at least two scores without NaN (got {s.size}, "
+                         f"{int(np.isnan(s).sum())} NaN)")
     return float(s.mean() + k * s.std(ddof=1))
 
 
 def quantile_threshold(train_scores, q: float = 0.99) -> float:
     """The ``q`` quantile of scores on normal (training) data."""
+    if np.isnan(_np(train_scores)).any():
+        raise ValueError("quantile_threshold: the scores contain NaN")
     return float(np.quantile(_np(train_scores).astype(np.float64).ravel(), q))
 
 

@@ -137,3 +137,34 @@ def test_summarize():
     masks = np.zeros((2, 1, 4, 4)); masks[1, 0, :2, :2] = 1
     out = metrics.summarize([0.1, 0.9], [0, 1], masks * 2.0, masks)
     assert out == {"image_auroc": 1.0, "pixel_auroc": 1.0, "aupro": pytest.approx(1.0)}
+
+
+def test_metrics_refuse_nan_maps_and_single_scores():
+    maps = np.random.default_rng(0).random((2, 8, 8))
+    masks = np.zeros((2, 8, 8))
+    masks[0, 2:4, 2:4] = 1
+    maps[1, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.aupro(maps, masks)
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.aupro(np.full((2, 8, 8), np.nan), masks)
+    with pytest.raises(ValueError, match="at least two scores"):
+        metrics.three_sigma_threshold([1.0])
+
+
+def test_pixel_metrics_at_the_masks_resolution():
+    """A map at half resolution is upsampled to the mask's size (bilinear, as torch interpolates), so a
+    defect of one mask pixel is not lost by shrinking the mask."""
+    import torch
+
+    rng = np.random.default_rng(1)
+    small = rng.random((3, 1, 8, 8))
+    masks = np.zeros((3, 1, 16, 16))
+    masks[0, 0, 5, 5] = 1                       # a one-pixel defect: shrinking the mask would erase it
+    masks[1, 0, 9:12, 2:6] = 1
+    up = torch.nn.functional.interpolate(torch.tensor(small), size=(16, 16), mode="bilinear",
+                                         align_corners=False).numpy()
+    assert metrics.pixel_auroc(small, masks) == pytest.approx(metrics.pixel_auroc(up, masks), abs=1e-12)
+    assert metrics.aupro(small, masks) == pytest.approx(metrics.aupro(up, masks), abs=1e-12)
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.pixel_auroc(up, masks[:, :, :8, :8])      # larger maps than masks are refused

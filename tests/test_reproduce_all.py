@@ -71,3 +71,43 @@ def test_run_all_skips_finished_and_unmet_and_reports_failures(tmp_path, registr
     assert main(["reproduce", "all", "--profile", "quick", "--out", str(tmp_path)]) == 1   # c-boom failed
     assert "1 failed" in capsys.readouterr().out
     assert json.loads((tmp_path / "a-units.json").read_text())["profile"] == "quick"
+
+
+def test_a_unit_from_another_configuration_is_refused(tmp_path, one_thread):
+    from dataclasses import dataclass
+
+    from energyad.config import settings_for
+
+    @dataclass
+    class S:
+        epochs: int
+
+    def once(epochs):
+        runner._ACTIVE = ck = runner.Checkpoints(tmp_path / "ck", "c1", context=("x", "quick", 0))
+        try:
+            s = settings_for("quick", S(epochs), S(100))          # recorded into the run's configuration
+            return ck, ck.unit("digit-1", lambda: s.epochs)
+        finally:
+            runner._ACTIVE = None
+
+    assert once(3)[1] == 3
+    ck, value = once(3)                                            # same configuration: reused
+    assert value == 3 and ck.loaded == ["digit-1"]
+    with pytest.raises(runner.CheckpointMismatch, match=r"another configuration.*Fix: delete"):
+        once(4)
+
+
+def test_a_unit_from_other_code_is_refused_unless_reuse_is_asked(tmp_path, monkeypatch):
+    runner.Checkpoints(tmp_path / "ck", "old").unit("u", lambda: 1)
+    monkeypatch.setattr(runner, "code_hash", lambda: "changed-code")
+    with pytest.raises(runner.CheckpointMismatch, match=r"other code \(commit old.*--reuse-checkpoints"):
+        runner.Checkpoints(tmp_path / "ck", "new").unit("u", lambda: 2)
+    assert runner.Checkpoints(tmp_path / "ck", "new", reuse=True).unit("u", lambda: 2) == 1
+
+
+def test_results_name_data_relative_to_the_data_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENERGYAD_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("ENERGYAD_CACHE", str(tmp_path / "cache"))
+    out = runner.relative_paths({"data": [f"MNIST ({tmp_path / 'data'}/MNIST/raw)", str(tmp_path / "cache" / "x")],
+                                 "n": 3})
+    assert out == {"data": ["MNIST ($ENERGYAD_DATA/MNIST/raw)", "$ENERGYAD_CACHE/x"], "n": 3}

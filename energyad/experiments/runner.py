@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import platform
 import re
@@ -66,31 +67,78 @@ def to_jsonable(obj):
     return obj
 
 
+class CheckpointMismatch(RuntimeError):
+    """A checkpoint was written by other code or another configuration than the run that finds it."""
+
+
+def code_hash() -> str:
+    """A short hash of the library's source (every ``energyad/**/*.py``): two runs with the same hash
+    ran the same code, whether or not it was committed."""
+    pkg = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(pkg.rglob("*.py")):
+        h.update(str(f.relative_to(pkg)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 class Checkpoints:
     """Finished units of work (a digit, a category) of one run, kept in ``out/checkpoints/<id>-<profile>/``
     so that an interrupted run resumes where it stopped. A unit's value must be picklable (metrics, not
-    models); figures a unit writes stay in ``out``."""
+    models); figures a unit writes stay in ``out``.
 
-    def __init__(self, folder: Path):
+    Each unit file records the code that wrote it (:func:`code_hash` and the commit) and a hash of the
+    configuration (the settings the experiment chose through :func:`energyad.config.settings_for`, plus
+    anything passed to :meth:`record`). A unit written under another configuration is refused; one
+    written by other code is refused unless ``reuse`` is set (``--reuse-checkpoints``): the error
+    names the file and the fix. Nothing is reused silently."""
+
+    def __init__(self, folder: Path, commit: str = "unknown", reuse: bool = False, context=()):
         self.folder = Path(folder)
         self.loaded: list[str] = []
+        self.commit, self.code, self.reuse = commit, code_hash(), reuse
+        self.settings: list[str] = [repr(c) for c in context]
+
+    def record(self, settings) -> None:
+        """Add ``settings`` (any object with a stable repr, e.g. a dataclass) to the configuration."""
+        self.settings.append(repr(settings))
+
+    @property
+    def config_hash(self) -> str:
+        return hashlib.sha256("\n".join(self.settings).encode()).hexdigest()[:16]
 
     def _path(self, key: str) -> Path:
         return self.folder / (re.sub(r"[^A-Za-z0-9_.-]+", "_", key) + ".pt")
+
+    def _check(self, path: Path, meta: dict) -> None:
+        fix = f"delete {self.folder} to recompute"
+        if meta.get("config") != self.config_hash:
+            raise CheckpointMismatch(
+                f"Checkpoint {path} was written with another configuration (hash {meta.get('config')}, "
+                f"this run's is {self.config_hash}). Fix: {fix}, or rerun with another --out.")
+        if meta.get("code") != self.code and not self.reuse:
+            raise CheckpointMismatch(
+                f"Checkpoint {path} was written by other code (commit {meta.get('commit')}, code hash "
+                f"{meta.get('code')}; this run: commit {self.commit}, code hash {self.code}). Fix: {fix}, or "
+                "pass --reuse-checkpoints (reuse=True) to reuse it deliberately.")
 
     def unit(self, key: str, fn):
         path = self._path(key)
         if path.exists():
             try:
-                value = torch.load(path, weights_only=False)
-                self.loaded.append(key)
-                return value
+                saved = torch.load(path, weights_only=False)
             except Exception as err:   # a file cut short by the interruption: compute the unit again
                 print(f"checkpoint {path} unreadable ({err}); recomputing {key}")
+            else:
+                meta = saved.get("meta", {}) if isinstance(saved, dict) and "meta" in saved else {}
+                self._check(path, meta)
+                self.loaded.append(key)
+                return saved["value"]
         value = fn()
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save(value, tmp)
+        meta = {"code": self.code, "commit": self.commit, "config": self.config_hash}
+        torch.save({"meta": meta, "value": value}, tmp)
         tmp.replace(path)                          # atomic: a unit is either saved whole or not at all
         return value
 
@@ -106,10 +154,40 @@ def unit(key: str, fn):
     return _ACTIVE.unit(key, fn) if _ACTIVE is not None else fn()
 
 
-def run(id: str, profile: str | None = None, out: str | Path = "runs", device=None, seed: int = 0) -> dict:
+def record_settings(settings) -> None:
+    """Add ``settings`` to the configuration of the run in progress (no-op outside ``run``)."""
+    if _ACTIVE is not None:
+        _ACTIVE.record(settings)
+
+
+def relative_paths(obj):
+    """Replace the data root, the cache root and the home folder in every string of ``obj`` by
+    ``$ENERGYAD_DATA``, ``$ENERGYAD_CACHE`` and ``~``: a committed result names no machine's paths."""
+    from ..config import cache_root, data_root
+
+    roots = [(str(data_root()), "$ENERGYAD_DATA"), (str(cache_root()), "$ENERGYAD_CACHE"),
+             (str(Path.home()), "~")]
+
+    def fix(v):
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        if isinstance(v, str):
+            for root, name in roots:
+                if root and root != "/" and root in v:
+                    v = v.replace(root, name)
+        return v
+
+    return fix(obj)
+
+
+def run(id: str, profile: str | None = None, out: str | Path = "runs", device=None, seed: int = 0,
+        reuse_checkpoints: bool = False) -> dict:
     """Run experiment ``id`` and write ``out/<id>.json``; return the result dict. Units finished by an
     interrupted earlier run (``out/checkpoints/<id>-<profile>/``) are loaded instead of recomputed; the
-    checkpoints are removed once the result file is written."""
+    checkpoints are removed once the result file is written. A checkpoint from other code is refused
+    unless ``reuse_checkpoints`` (see :class:`Checkpoints`)."""
     global _ACTIVE
     exp = get(id)
     profile = get_profile(profile)
@@ -119,8 +197,9 @@ def run(id: str, profile: str | None = None, out: str | Path = "runs", device=No
     out.mkdir(parents=True, exist_ok=True)
     device = get_device(device)
     seed_everything(seed)
-    ckpt = Checkpoints(out / "checkpoints" / f"{id}-{profile}-seed{seed}")
     commit = _git_commit()                         # the code that runs, read before the run, not after
+    ckpt = Checkpoints(out / "checkpoints" / f"{id}-{profile}-seed{seed}", commit, reuse_checkpoints,
+                       context=(id, profile, seed))
     t0 = time.perf_counter()
     _ACTIVE = ckpt
     try:
@@ -143,12 +222,13 @@ def run(id: str, profile: str | None = None, out: str | Path = "runs", device=No
             "python": platform.python_version(),
             "seed": seed,
             "seconds": round(seconds, 2),
+            "code_hash": ckpt.code,
             "resumed_units": ckpt.loaded,
             "data": res.get("data", ""),
             "figures": sorted(p.name for p in out.glob(f"{id}*.png")),
         },
     }
-    result = to_jsonable(result)
+    result = relative_paths(to_jsonable(result))
     path = out / f"{id}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     ckpt.clear()
@@ -201,7 +281,7 @@ def unmet_needs(exp, profile: str) -> list[str]:
 
 
 def run_all(profile: str | None = None, out: str | Path = "runs", device=None, seed: int = 0,
-            force: bool = False, only=None, log=print) -> dict:
+            force: bool = False, only=None, log=print, reuse_checkpoints: bool = False) -> dict:
     """Run every experiment that has ``profile``: skip those whose result file is already in ``out``
     (unless ``force``) and those whose needs are unmet (with the reason); units of an interrupted run
     resume from their checkpoints. Returns ``{id: "done" | "skipped: ..." | "failed: ..."}``."""
@@ -224,7 +304,7 @@ def run_all(profile: str | None = None, out: str | Path = "runs", device=None, s
         else:
             t0 = time.perf_counter()
             try:
-                run(exp.id, profile, out, device, seed)
+                run(exp.id, profile, out, device, seed, reuse_checkpoints)
                 status[exp.id] = f"done in {time.perf_counter() - t0:.0f} s"
             except Exception as err:   # one failure must not stop the others; it is reported
                 status[exp.id] = f"failed: {type(err).__name__}: {err}"
