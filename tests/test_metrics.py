@@ -168,3 +168,30 @@ def test_pixel_metrics_at_the_masks_resolution():
     assert metrics.aupro(small, masks) == pytest.approx(metrics.aupro(up, masks), abs=1e-12)
     with pytest.raises(ValueError, match="same shape"):
         metrics.pixel_auroc(up, masks[:, :, :8, :8])      # larger maps than masks are refused
+
+
+def test_auroc_ci_against_pair_counting_and_hanley_mcneil():
+    rng = np.random.default_rng(3)
+    y = np.r_[np.zeros(60), np.ones(40)]
+    s = rng.normal(size=100) + 1.0 * y
+    ci = metrics.auroc_ci(s, y, n_boot=2000)
+    a = auroc_by_pairs(s, y)
+    assert ci["auroc"] == pytest.approx(a, abs=1e-12) and ci["low"] < a < ci["high"]
+    # Hanley & McNeil (1982): the analytic standard error of an AUROC for n1 anomalies, n0 normals
+    n1, n0 = 40, 60
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    se_hm = np.sqrt((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n0 * n1))
+    assert ci["se"] == pytest.approx(se_hm, rel=0.2)
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.auroc_ci(np.r_[s[:-1], np.nan], y)
+
+
+def test_paired_difference_finds_a_real_gap_and_not_a_tie():
+    rng = np.random.default_rng(4)
+    y = np.r_[np.zeros(80), np.ones(80)]
+    good, bad = rng.normal(size=160) + 2.0 * y, rng.normal(size=160) + 0.2 * y
+    gap = metrics.paired_auroc_difference(good, bad, y)
+    assert gap["difference"] == pytest.approx(auroc_by_pairs(good, y) - auroc_by_pairs(bad, y), abs=1e-12)
+    assert gap["low"] > 0
+    tie = metrics.paired_auroc_difference(good, good + 1e-3 * rng.normal(size=160), y)
+    assert tie["low"] <= 0 <= tie["high"]
