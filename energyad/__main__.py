@@ -19,7 +19,17 @@ def main(argv=None) -> int:
     rep.add_argument("--force", action="store_true", help="with `all`: rerun experiments that have a result")
     rep.add_argument("--reuse-checkpoints", action="store_true",
                      help="reuse finished units that other code wrote (refused by default)")
+    ben = sub.add_parser("bench", help="throughput of every method at its full-profile size; writes DIR/bench.json")
+    ben.add_argument("--device", default=None, help="cuda, mps or cpu (default: automatic)")
+    ben.add_argument("--out", default="bench", help="output folder (default: bench)")
+    ben.add_argument("--size", choices=("full", "tiny"), default="full", help="tiny: toy sizes, for tests")
     args = parser.parse_args(argv)
+
+    if args.cmd == "bench":
+        from .bench import run as bench
+
+        bench(args.device, args.out, args.size)
+        return 0
 
     from .experiments import load_all
 
