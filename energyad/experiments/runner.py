@@ -82,6 +82,14 @@ def code_hash() -> str:
     return h.hexdigest()[:16]
 
 
+def source_hashes() -> dict:
+    """``{path relative to the package: short sha256}`` of every source file of the library: the report
+    compares them with the files of today to flag a result whose code has changed since it ran."""
+    pkg = Path(__file__).resolve().parents[1]
+    return {str(f.relative_to(pkg)): hashlib.sha256(f.read_bytes()).hexdigest()[:12]
+            for f in sorted(pkg.rglob("*.py"))}
+
+
 class Checkpoints:
     """Finished units of work (a digit, a category) of one run, kept in ``out/checkpoints/<id>-<profile>/``
     so that an interrupted run resumes where it stopped. A unit's value must be picklable (metrics, not
@@ -198,6 +206,7 @@ def run(id: str, profile: str | None = None, out: str | Path = "runs", device=No
     device = get_device(device)
     seed_everything(seed)
     commit = _git_commit()                         # the code that runs, read before the run, not after
+    sources = source_hashes()
     ckpt = Checkpoints(out / "checkpoints" / f"{id}-{profile}-seed{seed}", commit, reuse_checkpoints,
                        context=(id, profile, seed))
     t0 = time.perf_counter()
@@ -223,6 +232,7 @@ def run(id: str, profile: str | None = None, out: str | Path = "runs", device=No
             "seed": seed,
             "seconds": round(seconds, 2),
             "code_hash": ckpt.code,
+            "sources": sources,
             "resumed_units": ckpt.loaded,
             "data": res.get("data", ""),
             "figures": sorted(p.name for p in out.glob(f"{id}*.png")),
