@@ -63,6 +63,12 @@ def cache_root() -> Path:
     return path
 
 
+def downloads_allowed() -> bool:
+    """False when ``$ENERGYAD_OFFLINE`` is 1/true/yes: loaders then never touch the network and fall
+    back at once to what is on disk or to their stand-ins (with the usual visible notice)."""
+    return os.environ.get("ENERGYAD_OFFLINE", "").strip().lower() not in ("1", "true", "yes")
+
+
 def get_device(device: str | torch.device | None = None) -> torch.device:
     """Pick a device: the argument, else ``$ENERGYAD_DEVICE``, else cuda, then mps, then cpu."""
     name = device or os.environ.get("ENERGYAD_DEVICE")

@@ -93,3 +93,14 @@ def test_one_class_split_labels():
     assert torch.equal(again[0], x_tr2) and torch.equal(again[2], y_te2)
     normals = {tuple(train[0][i].ravel()[:8]) for i in np.flatnonzero(train[1] == 3)}
     assert all(tuple((x * 255).round().to(torch.uint8).ravel()[:8].tolist()) in normals for x in x_tr2)
+
+
+def test_offline_switch_refuses_downloads_and_names_the_fix(tmp_path, monkeypatch):
+    import pytest
+
+    from energyad.data import DataError, mnist
+
+    monkeypatch.setenv("ENERGYAD_OFFLINE", "1")
+    monkeypatch.setattr("pooch.retrieve", lambda *a, **k: pytest.fail("a download was attempted offline"))
+    with pytest.raises(DataError, match="downloads are off"):
+        mnist.load_mnist("train", root=tmp_path)

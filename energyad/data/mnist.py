@@ -40,6 +40,11 @@ def mnist_folder(root=None) -> Path:
 def _download(name: str, md5: str, folder: Path) -> Path:
     import pooch
 
+    from ..config import downloads_allowed
+
+    if not downloads_allowed():
+        raise DataError(f"MNIST file {folder / name} is missing and downloads are off (ENERGYAD_OFFLINE). "
+                        "Fix: unset ENERGYAD_OFFLINE, or set ENERGYAD_DATA to a folder that contains MNIST/raw/.")
     last = None
     for base in MIRRORS:
         try:

@@ -32,7 +32,9 @@ def load_svhn(split: str = "train", root=None, download: bool = True):
     folder = svhn_folder(root)
     path = folder / name
     if not path.exists():
-        if not download:
+        from ..config import downloads_allowed
+
+        if not download or not downloads_allowed():
             raise DataError(f"SVHN file {path} is missing. Fix: load_svhn(..., download=True) with a network, "
                             f"or download {URL}{name} into {folder}.")
         import pooch
