@@ -195,3 +195,18 @@ def test_paired_difference_finds_a_real_gap_and_not_a_tie():
     assert gap["low"] > 0
     tie = metrics.paired_auroc_difference(good, good + 1e-3 * rng.normal(size=160), y)
     assert tie["low"] <= 0 <= tie["high"]
+
+
+def test_pixel_auroc_ci_brackets_the_exact_value_and_its_binning_is_close():
+    rng = np.random.default_rng(5)
+    masks = np.zeros((12, 16, 16))
+    for i in range(0, 12, 2):
+        masks[i, 3 + i // 2:8 + i // 2, 4:9] = 1
+    maps = rng.random((12, 16, 16)) + 0.8 * masks
+    ci = metrics.pixel_auroc_ci(maps, masks, n_boot=300)
+    assert ci["auroc"] == pytest.approx(metrics.pixel_auroc(maps, masks), abs=1e-12)
+    assert ci["low"] < ci["auroc"] < ci["high"] and ci["high"] - ci["low"] < 0.2
+    # the binned resamples are centred on the exact value (a wrong binning would shift them)
+    assert (ci["low"] + ci["high"]) / 2 == pytest.approx(ci["auroc"], abs=0.02)
+    worse = metrics.pixel_auroc_ci(rng.random((12, 16, 16)), masks, n_boot=300)
+    assert worse["high"] < ci["low"]                  # a map without signal: a disjoint, lower interval
