@@ -269,3 +269,61 @@ def pixel_auroc_ci(maps, masks, level: float = 0.95, n_boot: int = 500, bins: in
     q = (1 - level) / 2
     return {"auroc": exact, "low": float(np.quantile(boots, q)), "high": float(np.quantile(boots, 1 - q)),
             "se": float(boots.std(ddof=1))}
+
+
+def mean_auroc_intervals(scores: dict, labels: dict, level: float = 0.95, n_boot: int = 1000,
+                         seed: int = 0) -> dict:
+    """Mean image AUROC over units (digits, categories) for several methods, with paired bootstrap
+    intervals for each method and for each pair's difference.
+
+    ``scores[method][unit]`` is a list of score arrays (one per seed, same test images), ``labels[unit]``
+    the labels of that unit's test images. Each resample draws, per unit, the normal and the anomalous
+    test images with replacement (the same draw for every method and seed: a paired comparison); a
+    method's value on it is the mean over units of its AUROC averaged over seeds. Returns
+    ``{"methods": {m: {"mean", "low", "high"}}, "differences": {"a - b": {"difference", "low", "high"}}}``.
+    """
+    methods = list(scores)
+    units = list(labels)
+    rng = np.random.default_rng(seed)
+    y = {u: _np(labels[u]).ravel().astype(int) for u in units}
+    for u in units:
+        _check_both_classes(y[u], f"mean_auroc_intervals (unit {u})")
+    sc = {m: {u: [_np(s).astype(np.float64).ravel() for s in scores[m][u]] for u in units} for m in methods}
+    pos = {u: np.flatnonzero(y[u] == 1) for u in units}
+    neg = {u: np.flatnonzero(y[u] == 0) for u in units}
+
+    def value(m, draw):
+        per_unit = []
+        for u in units:
+            p, n = draw[u]
+            per_unit.append(np.mean([_auroc_from_samples(s[p], s[n]) for s in sc[m][u]]))
+        return float(np.mean(per_unit))
+
+    full = {u: (pos[u], neg[u]) for u in units}
+    point = {m: value(m, full) for m in methods}
+    boots = {m: np.empty(n_boot) for m in methods}
+    for b in range(n_boot):
+        draw = {u: (pos[u][rng.integers(0, len(pos[u]), len(pos[u]))],
+                    neg[u][rng.integers(0, len(neg[u]), len(neg[u]))]) for u in units}
+        for m in methods:
+            boots[m][b] = value(m, draw)
+    q = (1 - level) / 2
+    out = {"methods": {m: {"mean": point[m], "low": float(np.quantile(boots[m], q)),
+                           "high": float(np.quantile(boots[m], 1 - q))} for m in methods},
+           "differences": {}}
+    for i, a in enumerate(methods):
+        for b in methods[i + 1:]:
+            d = boots[a] - boots[b]
+            out["differences"][f"{a} - {b}"] = {"difference": point[a] - point[b],
+                                                "low": float(np.quantile(d, q)), "high": float(np.quantile(d, 1 - q))}
+    return out
+
+
+def ranking_holds(intervals: dict, better: str, worse: str) -> bool:
+    """True when ``better``'s mean AUROC exceeds ``worse``'s with a paired interval above 0."""
+    d = intervals["differences"]
+    if f"{better} - {worse}" in d:
+        return d[f"{better} - {worse}"]["low"] > 0
+    if f"{worse} - {better}" in d:
+        return d[f"{worse} - {better}"]["high"] < 0
+    raise KeyError(f"no difference between {better!r} and {worse!r} in the intervals")

@@ -210,3 +210,18 @@ def test_pixel_auroc_ci_brackets_the_exact_value_and_its_binning_is_close():
     assert (ci["low"] + ci["high"]) / 2 == pytest.approx(ci["auroc"], abs=0.02)
     worse = metrics.pixel_auroc_ci(rng.random((12, 16, 16)), masks, n_boot=300)
     assert worse["high"] < ci["low"]                  # a map without signal: a disjoint, lower interval
+
+
+def test_mean_auroc_intervals_pair_the_methods_and_find_only_real_gaps():
+    rng = np.random.default_rng(6)
+    labels = {u: np.r_[np.zeros(50), np.ones(30)] for u in ("a", "b")}
+    good = {u: [rng.normal(size=80) + 2.0 * labels[u] for _ in range(2)] for u in labels}
+    twin = {u: [s + 1e-3 * rng.normal(size=80) for s in good[u]] for u in labels}
+    weak = {u: [rng.normal(size=80) + 0.3 * labels[u]] for u in labels}
+    iv = metrics.mean_auroc_intervals({"good": good, "twin": twin, "weak": weak}, labels, n_boot=300)
+    expect = np.mean([np.mean([auroc_by_pairs(s, labels[u]) for s in good[u]]) for u in labels])
+    assert iv["methods"]["good"]["mean"] == pytest.approx(expect, abs=1e-12)
+    assert metrics.ranking_holds(iv, "good", "weak") and metrics.ranking_holds(iv, "twin", "weak")
+    assert not metrics.ranking_holds(iv, "good", "twin") and not metrics.ranking_holds(iv, "twin", "good")
+    with pytest.raises(KeyError):
+        metrics.ranking_holds(iv, "good", "other")
