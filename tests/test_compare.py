@@ -18,7 +18,8 @@ def test_every_method_fits_scores_and_maps_through_the_interface(method):
     m = torch.zeros(10, 1, 28, 28)
     m[1::2, :, 5:9, 5:9] = 1
     r = cmp.evaluate(method, x_tr, x_te, y, m, TINY, "cpu")
-    assert r["scores"].shape == (10,) and 0 <= r["image_auroc"] <= 1 and r["fit_seconds"] >= 0
+    assert len(r["scores"]) == 10 and 0 <= r["image_auroc"] <= 1 and r["fit_seconds"] >= 0
+    assert r["image_ci"]["low"] <= r["image_auroc"] <= r["image_ci"]["high"]
     assert ("pixel_auroc" in r) == (method != "kinder-bn")          # the pixel BN has no anomaly map
 
 
@@ -44,3 +45,21 @@ def test_summary_means_over_units_then_seeds():
     per_seed = [np.mean([0.6, 1.0]), np.mean([0.8, 0.4])]
     assert s["mean"] == pytest.approx(np.mean(per_seed)) and s["std_over_seeds"] == pytest.approx(np.std(per_seed))
     assert s["by_unit"] == {"a": pytest.approx(0.7), "b": pytest.approx(0.7)}
+
+
+def test_run_mnist_reports_paired_intervals_and_budgets_and_drops_the_scores(one_thread):
+    import dataclasses
+
+    rng = np.random.default_rng(1)
+    x = ((rng.random((120, 28, 28)) > 0.7) * 255).astype(np.uint8)
+    yl = np.arange(120) % 3
+    s = dataclasses.replace(cmp.COMPARE_MNIST_QUICK, digits=(0, 1), n_train=20, n_test=30, seeds=(0, 1),
+                            methods=("kinder-bn", "matsubara"), method_settings=TINY)
+    res = cmp.run_mnist(s, "cpu", None, ((x, yl), (x, yl)))
+    iv = res["intervals"]
+    assert set(iv["methods"]) == {"kinder-bn", "matsubara"} and list(iv["differences"]) == ["kinder-bn - matsubara"]
+    for m, v in iv["methods"].items():
+        assert v["low"] <= v["mean"] <= v["high"]
+        assert v["mean"] == pytest.approx(res["auroc"][m]["mean"], abs=1e-9)   # seed-averaged, as the summary
+    assert "counting" in res["budget"]["kinder-bn"] and "1 epochs" in res["budget"]["matsubara"]
+    assert "scores" not in str(res)

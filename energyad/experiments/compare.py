@@ -179,8 +179,11 @@ def build(method: str, channels: int, size: int, s: MethodSettings, device="cpu"
     return cls[method](channels, size, s, device)
 
 
-def evaluate(method, x_tr, x_te, y_te, m_te, s: MethodSettings, device, seed: int = 0) -> dict:
-    """Fit one method, score the test set; image AUROC, pixel AUROC and AUPRO (with masks), times, scores."""
+def evaluate(method, x_tr, x_te, y_te, m_te, s: MethodSettings, device, seed: int = 0, m_full=None) -> dict:
+    """Fit one method and score the test set: image AUROC with its bootstrap interval, and with masks
+    pixel AUROC (interval over images) and AUPRO at the masks' resolution (``m_full``, else ``m_te``:
+    the maps are upsampled, the masks never shrunk), times, the detector's health figures, and the
+    per-image scores (kept for the paired intervals of the summary, dropped before the result is written)."""
     g = seed_everything(seed)
     det = build(method, x_tr.shape[1], x_tr.shape[-1], s, device)
     t0 = time.perf_counter()
@@ -188,11 +191,18 @@ def evaluate(method, x_tr, x_te, y_te, m_te, s: MethodSettings, device, seed: in
     t1 = time.perf_counter()
     scores = det.score(x_te).detach().cpu().double()
     t2 = time.perf_counter()
-    out = {"image_auroc": metrics.image_auroc(scores, y_te), "fit_seconds": t1 - t0,
-           "score_seconds_per_image": (t2 - t1) / len(x_te), "scores": scores}
-    if m_te is not None and m_te.sum() > 0 and det.anomaly_map is not None:
+    out = {"image_auroc": metrics.image_auroc(scores, y_te), "image_ci": metrics.auroc_ci(scores, y_te),
+           "fit_seconds": t1 - t0, "score_seconds_per_image": (t2 - t1) / len(x_te), "scores": scores.tolist()}
+    health = getattr(det, "health", None)
+    if callable(health):
+        h = health(x_tr)
+        out["health"] = h.to_dict()
+        h.raise_if_failed(f"{method} in the comparison, seed {seed}")
+    masks = m_full if m_full is not None else m_te
+    if masks is not None and masks.sum() > 0 and det.anomaly_map is not None:
         maps = det.anomaly_map(x_te).detach().cpu()
-        out["pixel_auroc"], out["aupro"] = metrics.pixel_auroc(maps, m_te), metrics.aupro(maps, m_te)
+        ci = metrics.pixel_auroc_ci(maps, masks, n_boot=200)
+        out["pixel_auroc"], out["pixel_ci"], out["aupro"] = ci["auroc"], ci, metrics.aupro(maps, masks)
     return out
 
 
@@ -211,6 +221,16 @@ def gallery(x, scores, y, title: str, k: int = 4):
     fig = plotting.image_grid(torch.cat([x[fp], x[fn]]), nrow=2 * k, titles=titles)
     fig.suptitle(title + ": its most anomalous normal images (left) and least anomalous anomalies (right)")
     return fig
+
+
+def budget(s: MethodSettings, n_train) -> dict:
+    """What each method got to learn from: the same images, and its own number of passes."""
+    n = "all" if n_train is None else n_train
+    return {"genc": f"{s.genc_iterations} updates of batch 32, {s.genc_sgld_steps} SGLD steps each",
+            "dehaene": f"{s.ae_epochs} epochs over {n} images; {s.projection_steps} projection steps per test image",
+            "matsubara": f"{s.vae_epochs} epochs over {n} images",
+            "kinder-bn": f"one counting pass over {n} images",
+            "kinder-iem": f"{s.iem_epochs} epochs per layer over {n} images"}
 
 
 def _summarise(per_unit: dict, methods, key: str) -> dict:
@@ -245,12 +265,25 @@ COMPARE_MNIST_FULL = CompareMnistSettings(n_train=None, n_test=None, seeds=(0, 1
     genc_iterations=2000, genc_sgld_steps=60, ae_epochs=50, projection_steps=100, vae_epochs=50, iem_epochs=5))
 
 
+def _intervals(per_unit: dict, labels: dict, methods) -> dict:
+    """Paired bootstrap intervals of the mean image AUROC over the units, per method and per pair."""
+    scores = {m: {u: [r["scores"] for r in per_unit[u][m]] for u in per_unit} for m in methods}
+    return metrics.mean_auroc_intervals(scores, labels, n_boot=500)
+
+
+def _drop_scores(per_unit: dict) -> None:
+    for res in per_unit.values():
+        for rs in res.values():
+            for r in rs:
+                r.pop("scores", None)
+
+
 def run_mnist(s: CompareMnistSettings, device, out=None, data=None) -> dict:
     from ..data import load_mnist_or_standin, one_class_split
 
     if data is None:
         data = (load_mnist_or_standin("train")[:2], load_mnist_or_standin("test")[:2])
-    per_digit = {}
+    per_digit, labels = {}, {}
     for d in s.digits:
         def one_digit(d=d):
             x_tr, x_te, y_te = one_class_split(data[0], data[1], d, s.n_train, s.n_test, seed=0)
@@ -258,16 +291,19 @@ def run_mnist(s: CompareMnistSettings, device, out=None, data=None) -> dict:
                    for m in s.methods}
             if out is not None and d == s.gallery_digit:
                 for m in s.methods:
-                    plotting.save(gallery(x_te, res[m][0]["scores"], y_te, f"{LABELS[m]}, digit {d}"),
+                    plotting.save(gallery(x_te, torch.tensor(res[m][0]["scores"]), y_te, f"{LABELS[m]}, digit {d}"),
                                   out / f"compare-mnist-gallery-{m}-{d}.png")
-            for rs in res.values():
-                for r in rs:
-                    r.pop("scores")
-            return res
-        per_digit[str(d)] = unit(f"digit-{d}", one_digit)
-    return {"auroc": _summarise(per_digit, s.methods, "image_auroc"),
+            return res, y_te.tolist()
+        per_digit[str(d)], labels[str(d)] = unit(f"digit-{d}", one_digit)
+    intervals = _intervals(per_digit, labels, s.methods)
+    health = {d: {m: [r["health"] for r in rs if "health" in r] for m, rs in res.items()} for d, res in per_digit.items()}
+    by_digit_ci = {m: {d: per_digit[d][m][0]["image_ci"] for d in per_digit} for m in s.methods}
+    _drop_scores(per_digit)
+    return {"auroc": _summarise(per_digit, s.methods, "image_auroc"), "intervals": intervals,
+            "auroc_ci_seed0": by_digit_ci, "health": health,
             "fit_seconds": _summarise(per_digit, s.methods, "fit_seconds"),
-            "score_seconds_per_image": _summarise(per_digit, s.methods, "score_seconds_per_image")}
+            "score_seconds_per_image": _summarise(per_digit, s.methods, "score_seconds_per_image"),
+            "budget": budget(s.method_settings, s.n_train)}
 
 
 @experiment("compare-mnist", chapter="compare", description="All methods of the book on one-class MNIST: "
@@ -290,6 +326,7 @@ class CompareMvtecSettings:
     seeds: tuple = (0,)
     methods: tuple = ("genc", "dehaene", "matsubara", "kinder-iem")   # the pixel BN models binary digits only
     n_train: int = 500        # every method gets the same augmented training set (small rotations and shifts)
+    mask_size: int = 256      # pixel metrics at the masks' resolution (the shared copy's 256 px); maps upsampled
     method_settings: MethodSettings = field(default_factory=MethodSettings)
 
 
@@ -302,7 +339,7 @@ def run_mvtec(s: CompareMvtecSettings, device, out=None) -> dict:
     from ..data.mvtec import MVTecAD, load_split, object_augment
 
     cats = mvtec_and_synthetic(s.categories, s.synthetic)
-    per_cat = {}
+    per_cat, labels = {}, {}
     for c, root in cats.items():
         def one_category(c=c, root=root):
             x_good = load_split(MVTecAD(root, c, "train", image_size=s.image_size), False)[0]
@@ -310,19 +347,27 @@ def run_mvtec(s: CompareMvtecSettings, device, out=None) -> dict:
             idx = torch.randint(len(x_good), (s.n_train,), generator=g)
             x_tr = object_augment(x_good[idx], max_rotation_deg=5, max_translation=0.03, generator=g)
             x_te, m_te, y_te, _ = load_split(MVTecAD(root, c, "test", image_size=s.image_size), False)
-            res = {m: [evaluate(m, x_tr, x_te, y_te, m_te, s.method_settings, device, seed) for seed in s.seeds]
-                   for m in s.methods}
+            test_full = MVTecAD(root, c, "test", image_size=s.mask_size)
+            m_full = load_split(test_full, False)[1] if test_full.has_masks else None
+            res = {m: [evaluate(m, x_tr, x_te, y_te, m_te if m_full is not None else None, s.method_settings,
+                                device, seed, m_full) for seed in s.seeds] for m in s.methods}
             if out is not None:
                 for m in s.methods:
-                    plotting.save(gallery(x_te, res[m][0]["scores"], y_te, f"{LABELS[m]}, {c}", k=3),
+                    plotting.save(gallery(x_te, torch.tensor(res[m][0]["scores"]), y_te, f"{LABELS[m]}, {c}", k=3),
                                   out / f"compare-mvtec-gallery-{m}-{c}.png")
-            for rs in res.values():
-                for r in rs:
-                    r.pop("scores")
-            return res
-        per_cat[c] = unit(f"category-{c}", one_category)
-    return {k: _summarise(per_cat, s.methods, k)
+            return res, y_te.tolist()
+        per_cat[c], labels[c] = unit(f"category-{c}", one_category)
+    intervals = {c: _intervals({c: per_cat[c]}, {c: labels[c]}, s.methods) for c in per_cat}
+    pixel_ci = {m: {c: per_cat[c][m][0]["pixel_ci"] for c in per_cat if "pixel_ci" in per_cat[c][m][0]}
+                for m in s.methods}
+    health = {c: {m: [r["health"] for r in rs if "health" in r] for m, rs in res.items()} for c, res in per_cat.items()}
+    _drop_scores(per_cat)
+    out_ = {k: _summarise(per_cat, s.methods, k)
             for k in ("image_auroc", "pixel_auroc", "aupro", "fit_seconds", "score_seconds_per_image")}
+    out_.update(image_intervals=intervals, pixel_ci_seed0=pixel_ci, health=health,
+                budget=budget(s.method_settings, s.n_train),
+                masks={c: ("ground truth at %d px" % s.mask_size) if c in cats else "" for c in per_cat})
+    return out_
 
 
 @experiment("compare-mvtec", chapter="compare", description="All methods of the book on MVTec AD categories "
