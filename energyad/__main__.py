@@ -17,6 +17,9 @@ def main(argv=None) -> int:
     rep.add_argument("--device", default=None, help="cuda, mps or cpu (default: automatic)")
     rep.add_argument("--seed", type=int, default=0)
     rep.add_argument("--force", action="store_true", help="with `all`: rerun experiments that have a result")
+    rep.add_argument("--max-minutes", type=float, default=None,
+                     help="stop cleanly before this many minutes, saving progress; exit code 75 means "
+                          "'run the same command again to resume'")
     rep.add_argument("--reuse-checkpoints", action="store_true",
                      help="reuse finished units that other code wrote (refused by default)")
     ben = sub.add_parser("bench", help="throughput of every method at its full-profile size; writes DIR/bench.json")
@@ -41,17 +44,26 @@ def main(argv=None) -> int:
             print(f"{id:<{width}}  {exp.chapter:<12} {'/'.join(exp.profiles):<11} {exp.description}{needs}")
         return 0
 
+    from .experiments.resume import EXIT_RESUME, StopForResume
     from .experiments.runner import CheckpointMismatch, run, run_all
 
     if args.experiment == "all":
-        status = run_all(args.profile, args.out, args.device, args.seed, args.force,
-                         reuse_checkpoints=args.reuse_checkpoints)
+        try:
+            status = run_all(args.profile, args.out, args.device, args.seed, args.force,
+                             reuse_checkpoints=args.reuse_checkpoints, max_minutes=args.max_minutes)
+        except StopForResume as stop:
+            print(f"stopped at --max-minutes: {stop}. Exit {EXIT_RESUME}: run the same command again to resume.")
+            return EXIT_RESUME
         failed = [k for k, v in status.items() if v.startswith("failed")]
         print(f"{len(status)} experiments: {sum(v.startswith('done') for v in status.values())} run, "
               f"{sum(v.startswith('skipped') for v in status.values())} skipped, {len(failed)} failed")
         return 1 if failed else 0
     try:
-        res = run(args.experiment, args.profile, args.out, args.device, args.seed, args.reuse_checkpoints)
+        res = run(args.experiment, args.profile, args.out, args.device, args.seed, args.reuse_checkpoints,
+                  args.max_minutes)
+    except StopForResume as stop:
+        print(f"stopped at --max-minutes: {stop}. Exit {EXIT_RESUME}: run the same command again to resume.")
+        return EXIT_RESUME
     except (KeyError, ValueError, FileNotFoundError, CheckpointMismatch) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -142,6 +142,10 @@ class Checkpoints:
                 self._check(path, meta)
                 self.loaded.append(key)
                 return saved["value"]
+        from .resume import StopForResume, deadline_reached
+
+        if deadline_reached():
+            raise StopForResume(f"stopped before unit {key}; run the same command again to resume")
         value = fn()
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -191,11 +195,14 @@ def relative_paths(obj):
 
 
 def run(id: str, profile: str | None = None, out: str | Path = "runs", device=None, seed: int = 0,
-        reuse_checkpoints: bool = False) -> dict:
+        reuse_checkpoints: bool = False, max_minutes: float | None = None) -> dict:
     """Run experiment ``id`` and write ``out/<id>.json``; return the result dict. Units finished by an
     interrupted earlier run (``out/checkpoints/<id>-<profile>/``) are loaded instead of recomputed; the
     checkpoints are removed once the result file is written. A checkpoint from other code is refused
-    unless ``reuse_checkpoints`` (see :class:`Checkpoints`)."""
+    unless ``reuse_checkpoints`` (see :class:`Checkpoints`). With ``max_minutes`` the run stops cleanly
+    at that time, saving its progress, and raises :class:`~energyad.experiments.resume.StopForResume`;
+    the same call again continues (:mod:`energyad.experiments.resume`). ``seconds`` in the provenance
+    add up the time of every call."""
     global _ACTIVE
     exp = get(id)
     profile = get_profile(profile)
@@ -209,13 +216,24 @@ def run(id: str, profile: str | None = None, out: str | Path = "runs", device=No
     sources = source_hashes()
     ckpt = Checkpoints(out / "checkpoints" / f"{id}-{profile}-seed{seed}", commit, reuse_checkpoints,
                        context=(id, profile, seed))
+    from .resume import StopForResume, set_deadline
+
+    elapsed_file = ckpt.folder / "elapsed.json"
+    before = json.loads(elapsed_file.read_text())["seconds"] if elapsed_file.exists() else 0.0
+    calls = json.loads(elapsed_file.read_text())["calls"] + 1 if elapsed_file.exists() else 1
     t0 = time.perf_counter()
     _ACTIVE = ckpt
+    set_deadline(max_minutes)
     try:
         res = exp.fn(profile=profile, out=out, device=device)
+    except StopForResume:
+        ckpt.folder.mkdir(parents=True, exist_ok=True)
+        elapsed_file.write_text(json.dumps({"seconds": before + time.perf_counter() - t0, "calls": calls}))
+        raise
     finally:
         _ACTIVE = None
-    seconds = time.perf_counter() - t0
+        set_deadline(None)
+    seconds = before + time.perf_counter() - t0
     result = {
         "experiment": id,
         "profile": profile,
@@ -234,6 +252,7 @@ def run(id: str, profile: str | None = None, out: str | Path = "runs", device=No
             "code_hash": ckpt.code,
             "sources": sources,
             "resumed_units": ckpt.loaded,
+            "calls": calls,
             "data": res.get("data", ""),
             "figures": sorted(p.name for p in out.glob(f"{id}*.png")),
         },
@@ -291,10 +310,15 @@ def unmet_needs(exp, profile: str) -> list[str]:
 
 
 def run_all(profile: str | None = None, out: str | Path = "runs", device=None, seed: int = 0,
-            force: bool = False, only=None, log=print, reuse_checkpoints: bool = False) -> dict:
+            force: bool = False, only=None, log=print, reuse_checkpoints: bool = False,
+            max_minutes: float | None = None) -> dict:
     """Run every experiment that has ``profile``: skip those whose result file is already in ``out``
     (unless ``force``) and those whose needs are unmet (with the reason); units of an interrupted run
-    resume from their checkpoints. Returns ``{id: "done" | "skipped: ..." | "failed: ..."}``."""
+    resume from their checkpoints. Returns ``{id: "done" | "skipped: ..." | "failed: ..."}``. With
+    ``max_minutes`` (for the whole call) a run that reaches the limit stops all with StopForResume."""
+    from .resume import StopForResume
+
+    t_end = None if max_minutes is None else time.monotonic() + 60 * max_minutes
     from tqdm.auto import tqdm
 
     from . import load_all
@@ -313,9 +337,13 @@ def run_all(profile: str | None = None, out: str | Path = "runs", device=None, s
             status[exp.id] = "skipped: " + "; ".join(missing)
         else:
             t0 = time.perf_counter()
+            left = None if t_end is None else max(0.0, (t_end - time.monotonic()) / 60)
             try:
-                run(exp.id, profile, out, device, seed, reuse_checkpoints)
+                run(exp.id, profile, out, device, seed, reuse_checkpoints, left)
                 status[exp.id] = f"done in {time.perf_counter() - t0:.0f} s"
+            except StopForResume:
+                log(f"{exp.id}: stopped at --max-minutes (progress saved)")
+                raise
             except Exception as err:   # one failure must not stop the others; it is reported
                 status[exp.id] = f"failed: {type(err).__name__}: {err}"
         log(f"{exp.id}: {status[exp.id]}")
