@@ -41,6 +41,9 @@ SOURCES = {
     "kinder": ("experiments/kinder.py", "methods/kinder_bn.py", "methods/kinder_iem.py", "networks/kinder.py"),
     "compare": ("experiments/compare.py",),
 }
+# "X beats Y" needs a margin above this; "X is no worse than Y" allows it. It is below the bootstrap
+# standard error of one AUROC on a thousand test images (about 0.015), so it never hides a real gap.
+NOISE = 0.01
 NOT_CATEGORIES = {"health", "unit", "seconds_per_category", "mean", "detection_average"}
 
 
@@ -292,14 +295,22 @@ def _toy_data(r):
     return Data("subset", f"the paper's construction on MNIST in place of SVHN ({text})")
 
 
+def _toy_top(r):
+    """The VAE at the largest N_z run (the paper's Fig. 5 is at its largest, N_z = 500)."""
+    v = _toy(r)["vae_by_n_z"]
+    top = max(v, key=int)
+    return top, v[top]
+
+
 def _toy_vae(r):
-    a = _toy(r)["auroc"]
-    return f"L {a['L']:.3f}, D {a['D']:.3f}, A {a['A']:.3f}, M {a['M']:.3f}"
+    n, a = _toy_top(r)
+    return f"N_z {n}: L {a['L']:.3f}, D {a['D']:.3f}, A {a['A']:.3f}, M {a['M']:.3f}"
 
 
 def _toy_vae_check(r):
-    a = _toy(r)["auroc"]
-    return a["M"] > a["L"] and a["M"] > a["A"]
+    """M is the best score at the largest N_z: above L and A by more than :data:`NOISE`."""
+    a = _toy_top(r)[1]
+    return a["M"] - a["L"] > NOISE and a["M"] - a["A"] > NOISE
 
 
 def _best_gmm(r):
@@ -315,8 +326,9 @@ def _toy_gmm(r):
 
 
 def _toy_gmm_check(r):
+    """L works best for the GMM: above its A and M by more than :data:`NOISE`."""
     b = _best_gmm(r)
-    return b["L"] >= max(b["A"], b["M"])
+    return b["L"] - max(b["A"], b["M"]) > NOISE
 
 
 def _mts_sweep(r):
@@ -325,13 +337,16 @@ def _mts_sweep(r):
 
 
 def _mts_sweep_check(r):
-    """Both halves: the VAE's M beats its L at the largest N_z, and the GMM's L does not improve with
-    more classes (the paper's GMM is best at 2)."""
+    """Both halves: the VAE's M beats its L at the largest N_z, and the GMM worsens with more classes
+    (the paper's GMM is best at 2 and falls after): its L at the most classes is below its best by
+    more than :data:`NOISE`, the best being at 1 or 2 classes."""
     t = _toy(r)
     vae, gmm = t["vae_by_n_z"], t["gmm_by_components"]
     top = max(vae, key=int)
     ks = sorted(gmm, key=int)
-    return vae[top]["M"] > vae[top]["L"] and gmm[ks[0]]["L"] >= max(v["L"] for v in gmm.values()) - 0.005
+    best = max(ks, key=lambda k: gmm[k]["L"])
+    gmm_worsens = int(best) <= 2 and gmm[best]["L"] - gmm[ks[-1]]["L"] > NOISE
+    return vae[top]["M"] - vae[top]["L"] > NOISE and gmm_worsens
 
 
 def _mts_patch(r):

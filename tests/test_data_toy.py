@@ -38,11 +38,14 @@ def test_toy_contamination_and_duplicated_test_set():
     assert torch.equal(changed, d["train_is_erased"])
     assert torch.equal(d["x_test"][:40], te) and d["y_test"].tolist() == [0] * 40 + [1] * 40
     assert torch.equal(d["erase_mask"].sum((1, 2, 3)), torch.tensor([0.0] * 40 + [16.0] * 40))
-    # the erased half is the intact half with exactly the boxed 4x4 square set to 0
+    # the erased half is the intact half with exactly the boxed 4x4 square set to grey ("the gray squares")
+    assert toy.GREY == 0.5
     for i, (t, l) in enumerate(d["test_boxes"][40:].tolist()):
         expect = te[i].clone()
-        expect[:, t:t + 4, l:l + 4] = 0
+        expect[:, t:t + 4, l:l + 4] = 0.5
         assert torch.equal(d["x_test"][40 + i], expect)
+    black = toy.make_erased_patch_toy(tr, te, contamination=0.01, seed=1, value=0.0)   # a control
+    assert torch.equal(black["x_test"][40:][d["erase_mask"][40:].expand_as(te) > 0], torch.zeros(40 * 16))
     assert (d["test_boxes"][:40] == -1).all()
     again = toy.make_erased_patch_toy(tr, te, contamination=0.01, seed=1)
     assert torch.equal(again["x_test"], d["x_test"]) and torch.equal(again["x_train"], d["x_train"])
@@ -53,6 +56,8 @@ def test_mnist_toy_on_the_standin(tmp_path):
         d = toy.mnist_erased_patch_toy(root=tmp_path, n_train=200, n_test=30, seed=0, download=False)
     assert d["x_train"].shape == (200, 1, 28, 28) and d["x_test"].shape == (60, 1, 28, 28)
     assert "STAND-IN" in d["source"] and d["test_digits"].shape == (60,)
+    assert "grey squares, value 0.5" in d["source"]
+    assert (d["x_test"][30:][d["erase_mask"][30:] > 0] == 0.5).all()
     assert torch.equal(d["test_digits"][:30], d["test_digits"][30:])
 
 
@@ -67,5 +72,7 @@ def test_svhn_toy_on_a_small_mat(tmp_path):
     d = toy.svhn_erased_patch_toy(root=tmp_path, n_test=8, seed=0, download=False)
     assert d["x_train"].shape == (100, 3, 32, 32) and d["x_test"].shape == (16, 3, 32, 32)
     assert int(d["train_is_erased"].sum()) == 1 and "SVHN" in d["source"]
+    erased = d["x_test"][8:].permute(1, 0, 2, 3)[:, d["erase_mask"][8:, 0] > 0]     # (3, 8 * 16): every channel
+    assert (erased == 0.5).all()
     with pytest.raises(DataError, match="SVHN"):
         toy.svhn_erased_patch_toy(root=tmp_path / "none", download=False)

@@ -102,8 +102,10 @@ def test_a_result_older_than_its_code_is_flagged_stale(tmp_path):
 
 def test_a_variant_of_the_papers_construction_is_not_comparable(tmp_path):
     toy = {"auroc": {"L": 0.6, "D": 0.3, "A": 0.5, "M": 0.8},
-           "vae_by_n_z": {"10": {"L": 0.6, "M": 0.8}},
-           "gmm_by_components": {"1": {"L": 0.7, "D": 0.5, "A": 0.5, "M": 0.6}}}
+           "vae_by_n_z": {"10": {"L": 0.6, "D": 0.3, "A": 0.5, "M": 0.8}},
+           "gmm_by_components": {"1": {"L": 0.75, "D": 0.5, "A": 0.5, "M": 0.6},
+                                 "2": {"L": 0.78, "D": 0.5, "A": 0.5, "M": 0.6},
+                                 "5": {"L": 0.70, "D": 0.5, "A": 0.5, "M": 0.6}}}
     _write(tmp_path, "matsubara-mnist-toy", "quick", toy, "erased-patch toy (white squares, value 1.0) on MNIST")
     rows = report.rows([tmp_path], committed=False)
     assert _row(rows, "Fig. 5", "Matsubara et al.")["status"] == "not comparable"

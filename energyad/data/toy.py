@@ -5,8 +5,11 @@ The paper's words: "We randomly selected 1 % of samples as anomalous samples by 
 their 4 x 4 subregions. We duplicated 26,032 test samples, keeping half as normal samples and
 randomly erasing subregions of the other half to obtain anomalous samples."
 
-The paper does not say which value an erased pixel takes; we set it to 0 (black), the usual
-meaning of "erasing" in image augmentation, and record the erased box of every image.
+The paper does not give the value of an erased pixel, but Sec. VI-A calls the erased regions
+"the gray squares"; the toy therefore sets them to mid grey, :data:`GREY` = 0.5 on images in
+[0, 1] (every channel, so an RGB square is grey too). Black (0, the usual meaning of "erasing" in
+image augmentation) and white (1) squares are kept as controls (``value=``). The erased box of every
+image is recorded.
 The training set keeps its 1% of erased images (the paper trains on the contaminated set; the
 flag ``train_is_erased`` lets a chapter show them).
 """
@@ -17,6 +20,13 @@ import torch
 
 PATCH = 4             # side of the erased square (paper: 4 x 4)
 CONTAMINATION = 0.01  # fraction of erased training images (paper: 1 %)
+GREY = 0.5            # the erased value: "the gray squares" (Sec. VI-A); mid grey on images in [0, 1]
+VALUE_NAMES = {GREY: "grey", 0.0: "black", 1.0: "white"}
+
+
+def describe_value(value: float) -> str:
+    """How a result file names the erased value: ``"grey squares, value 0.5"``."""
+    return f"{VALUE_NAMES.get(float(value), 'custom')} squares, value {value}"
 
 
 def erase_patches(images: torch.Tensor, patch: int = PATCH, n_patches: int = 1, value: float = 0.0,
@@ -45,7 +55,7 @@ def erase_patches(images: torch.Tensor, patch: int = PATCH, n_patches: int = 1, 
 
 
 def make_erased_patch_toy(train_images: torch.Tensor, test_images: torch.Tensor, patch: int = PATCH,
-                          contamination: float = CONTAMINATION, seed: int = 0, value: float = 0.0) -> dict:
+                          contamination: float = CONTAMINATION, seed: int = 0, value: float = GREY) -> dict:
     """Build the toy from float images (N, C, H, W) in [0, 1].
 
     Returns ``x_train`` (with ``contamination`` of its images erased), ``train_is_erased`` (bool),
@@ -82,11 +92,11 @@ def _subset_idx(n_all: int, n: int | None, rng) -> np.ndarray:
 
 
 def mnist_erased_patch_toy(root=None, n_train: int | None = None, n_test: int | None = None, seed: int = 0,
-                           allow_standin: bool = True, value: float = 0.0, download: bool = True) -> dict:
+                           allow_standin: bool = True, value: float = GREY, download: bool = True) -> dict:
     """The toy on MNIST (1 x 28 x 28), for machines without SVHN; adds ``source``.
 
-    On MNIST's black background an erased (black) patch often changes nothing; ``value=1.0`` draws a
-    white square instead, a variant that is always visible (not in the paper)."""
+    ``value`` is the erased value: :data:`GREY` (the paper's "gray squares", the default), or the
+    controls 0.0 (black: on MNIST's black background it often changes nothing) and 1.0 (white)."""
     from .mnist import load_mnist, load_mnist_or_standin
 
     rng = np.random.default_rng(seed)
@@ -100,12 +110,12 @@ def mnist_erased_patch_toy(root=None, n_train: int | None = None, n_test: int | 
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).float().div(255)[:, None]  # (N, 1, 28, 28)
     out = make_erased_patch_toy(to_t(tr[i_tr]), to_t(te[i_te]), seed=seed, value=value)
     out["test_digits"] = torch.from_numpy(np.tile(te_y[i_te], 2))
-    out["source"] = f"erased-patch toy (patch value {value}) on {source}"
+    out["source"] = f"erased-patch toy ({describe_value(value)}) on {source}"
     return out
 
 
 def svhn_erased_patch_toy(root=None, n_train: int | None = None, n_test: int | None = None, seed: int = 0,
-                          download: bool = True) -> dict:
+                          download: bool = True, value: float = GREY) -> dict:
     """The paper's toy on SVHN (3 x 32 x 32); raises DataError when SVHN is unavailable."""
     from .svhn import load_svhn
 
@@ -114,7 +124,7 @@ def svhn_erased_patch_toy(root=None, n_train: int | None = None, n_test: int | N
     te, te_y = load_svhn("test", root, download)
     i_tr, i_te = _subset_idx(len(tr), n_train, rng), _subset_idx(len(te), n_test, rng)
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).float().div(255).permute(0, 3, 1, 2)  # (N, 3, 32, 32)
-    out = make_erased_patch_toy(to_t(tr[i_tr]), to_t(te[i_te]), seed=seed)
+    out = make_erased_patch_toy(to_t(tr[i_tr]), to_t(te[i_te]), seed=seed, value=value)
     out["test_digits"] = torch.from_numpy(np.tile(te_y[i_te], 2))
-    out["source"] = "erased-patch toy on SVHN"
+    out["source"] = f"erased-patch toy ({describe_value(value)}) on SVHN"
     return out

@@ -15,6 +15,11 @@ and M measures how unusual the residual is *given* that complexity (Sec. III-C).
 
 For a GMM with MAP component :math:`k` (Eqs. 7-8): :math:`D = -\log w_k`,
 :math:`A = \tfrac12\log (2\pi)^{N_x}|\Sigma_k|`, :math:`M = \tfrac12 (x-\mu_k)^T\Sigma_k^{-1}(x-\mu_k)`.
+
+Two facts the chapter derives: the VAE's L is a *plug-in* (the decoder evaluated at q's mode
+:math:`\mu_z`), not the negative ELBO, whose reconstruction term is an expectation over q; and the
+GMM's L is :math:`-\log p(x, z=k) \ge -\log p(x)`. Under a calibrated decoder,
+:math:`2M \sim \chi^2_{N_x}` whatever :math:`\sigma_x`, so :math:`E[M] = N_x/2`.
 """
 from __future__ import annotations
 
@@ -25,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..health import Health, kl_per_dimension, loss_drop, output_dependence
 
 LOG2PI = math.log(2 * math.pi)
 
@@ -66,24 +73,44 @@ def negative_elbo_sampled(vae, x: torch.Tensor) -> torch.Tensor:
     return (kl + nll).mean()
 
 
+def negative_elbo_mc(vae, x: torch.Tensor, n_samples: int = 64, generator=None) -> torch.Tensor:
+    """The negative ELBO itself (Eq. 4), per image: KL + E_q[-log p(x|z)], the expectation estimated
+    with ``n_samples`` draws z ~ q(z|x). :func:`decompose`'s L is the plug-in that puts z = mu_z instead."""
+    vae.eval()
+    with torch.no_grad():
+        mu_z, logvar_z = vae.encode(x)                                            # (N, N_z)
+        kl = 0.5 * (-logvar_z - 1 + logvar_z.exp() + mu_z.pow(2)).sum(1)
+        nll = torch.zeros(len(x), dtype=x.dtype, device=x.device)
+        for _ in range(n_samples):
+            eps = torch.randn(mu_z.shape, generator=generator, dtype=mu_z.dtype).to(mu_z.device)
+            mu_x, logvar_x = vae.decode(mu_z + eps * (0.5 * logvar_z).exp())
+            nll += 0.5 * (LOG2PI + logvar_x + (x - mu_x).pow(2) / logvar_x.exp()).flatten(1).sum(1)
+    return kl + nll / n_samples
+
+
 def _loader(images: torch.Tensor, batch_size: int, generator):
     order = torch.randperm(len(images), generator=generator)
     for i in range(0, len(images), batch_size):
         yield images[order[i:i + batch_size]]
 
 
-def train(model: nn.Module, images: torch.Tensor, s: VAESettings, loss_fn, generator=None, progress: bool = True,
+def train(model: nn.Module, images, s: VAESettings, loss_fn, generator=None, progress: bool = True,
           desc: str = "training") -> list:
-    """Adam on ``loss_fn(model, batch)`` for ``s.epochs`` epochs; returns the mean loss per epoch."""
+    """Adam on ``loss_fn(model, batch)`` for ``s.epochs`` epochs; returns the mean loss per epoch.
+
+    ``images`` is a tensor (the same images every epoch, reshuffled) or a callable ``draw(epoch)``
+    returning that epoch's images (fresh random crops every epoch, Sec. V: "a training sample was
+    randomly cropped")."""
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
     opt = torch.optim.Adam(model.parameters(), lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
     history = []
-    for _ in tqdm(range(s.epochs), desc=desc, disable=not progress, leave=False):
+    for epoch in tqdm(range(s.epochs), desc=desc, disable=not progress, leave=False):
         model.train()
         total, n = 0.0, 0
-        for xb in _loader(images, s.batch_size, generator):
+        data = images(epoch) if callable(images) else images
+        for xb in _loader(data, s.batch_size, generator):
             if len(xb) < 2:  # batch norm needs two samples
                 continue
             xb = xb.to(device)
@@ -113,9 +140,60 @@ def batched_decompose(vae, x: torch.Tensor, batch_size: int = 256) -> dict:
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
+# ----------------------------------------------------------------------------- health figures
+KL_ACTIVE = 0.01          # nats: a latent dimension with a mean KL above this carries information about x
+MIN_OUTPUT_DEPENDENCE = 0.1   # 0 for a constant output; blurry N_z = 2 reconstructions of MNIST reach ~0.2
+
+
+def vae_health(vae, x: torch.Tensor, history: list, model: str = "VAE") -> Health:
+    """Health figures of a trained VAE on images ``x`` (energyad.health): the mean KL per latent
+    dimension (not all ~0: the posterior has not collapsed onto the prior), how much mu_x at
+    z = mu_z depends on x, and whether the training loss (the negative ELBO, which can be negative
+    with a learned variance, so compared directly) fell."""
+    device = next(vae.parameters()).device
+    vae.eval()
+    mus, logvars, recons = [], [], []
+    with torch.no_grad():
+        for i in range(0, len(x), 256):
+            mu_z, logvar_z = vae.encode(x[i:i + 256].to(device))
+            mus.append(mu_z.cpu()); logvars.append(logvar_z.cpu()); recons.append(vae.decode(mu_z)[0].cpu())
+    kl = kl_per_dimension(torch.cat(mus), torch.cat(logvars))                     # (N_z,)
+    h = Health(model)
+    h.check("active_latent_dims", int((kl > KL_ACTIVE).sum()), bool((kl > KL_ACTIVE).any()),
+            f"at least one latent dimension with mean KL > {KL_ACTIVE} nats (else the posterior collapsed)")
+    h.note("kl_per_dimension", [round(float(v), 4) for v in kl])
+    dep = output_dependence(x.cpu(), torch.cat(recons))
+    h.check("output_dependence", round(dep, 4), dep > MIN_OUTPUT_DEPENDENCE,
+            f"std of mu_x across images / std of x > {MIN_OUTPUT_DEPENDENCE}")
+    h.check("loss_first_last", [round(history[0], 2), round(history[-1], 2)],
+            len(history) >= 2 and history[-1] < history[0],
+            "the negative ELBO per image fell from the first to the last epoch (at least two epochs)")
+    return h
+
+
+def ae_health(ae, x: torch.Tensor, history: list, model: str = "AE") -> Health:
+    """Health figures of a trained AE: output depends on input, the MSE fell (energyad.health)."""
+    device = next(ae.parameters(), x).device
+    ae.eval()
+    with torch.no_grad():
+        out = torch.cat([ae(x[i:i + 256].to(device)).cpu() for i in range(0, len(x), 256)])
+    h = Health(model)
+    dep = output_dependence(x.cpu(), out)
+    h.check("output_dependence", round(dep, 4), dep > MIN_OUTPUT_DEPENDENCE,
+            f"std of the reconstruction across images / std of x > {MIN_OUTPUT_DEPENDENCE}")
+    drop = loss_drop(history) if len(history) >= 2 else float("nan")
+    h.check("loss_drop", round(drop, 4), drop > 0.1, "the MSE fell by more than 10 % during training "
+            "(at least two epochs)")
+    return h
+
+
 # ----------------------------------------------------------------------------- GMM (Eqs. 7-8)
 class GMMScorer:
-    """PCA features, then a full-covariance GMM (scikit-learn); D/A/M of Eq. 8 at the MAP component."""
+    """A full-covariance GMM (scikit-learn) on raw pixels (``n_pca=None``, the toy) or on PCA
+    features (the patch data, Sec. V-B: N_h from {20, ..., 500}); D/A/M of Eq. 8 at the MAP component.
+
+    ``reg_covar`` is added to every covariance's diagonal: on raw pixels a pixel that never varies
+    (MNIST's border) would otherwise have zero variance and an infinite M for any change there."""
 
     def __init__(self, n_components: int = 2, n_pca: int | None = 50, seed: int = 0, reg_covar: float = 1e-4):
         from sklearn.decomposition import PCA
@@ -138,13 +216,15 @@ class GMMScorer:
     def decompose(self, x) -> dict:
         f = self._features(x)
         k = self.gmm.predict(f)                                   # MAP component
-        w, mu, cov = self.gmm.weights_[k], self.gmm.means_[k], self.gmm.covariances_[k]
-        d = f.shape[1]
-        D = -np.log(w)
-        _, logdet = np.linalg.slogdet(cov)
-        A = 0.5 * (d * LOG2PI + logdet)
-        diff = f - mu                                             # (N, d)
-        M = 0.5 * np.einsum("ni,nij,nj->n", diff, np.linalg.inv(cov), diff)
+        D = -np.log(self.gmm.weights_[k])
+        A, M = np.empty(len(f)), np.empty(len(f))
+        for j in np.unique(k):                                    # one component at a time: (d, d) not (N, d, d)
+            sel = k == j
+            chol = np.linalg.cholesky(self.gmm.covariances_[j])   # Sigma = L L^T
+            _, logdet = np.linalg.slogdet(self.gmm.covariances_[j])
+            A[sel] = 0.5 * (f.shape[1] * LOG2PI + logdet)
+            u = np.linalg.solve(chol, (f[sel] - self.gmm.means_[j]).T)   # L^{-1} (x - mu_k), (d, n)
+            M[sel] = 0.5 * (u ** 2).sum(0)
         out = {"D": D, "A": A, "M": M, "L": D + A + M, "component": k}
         return {key: torch.as_tensor(v) for key, v in out.items()}
 
@@ -153,6 +233,23 @@ class GMMScorer:
         f = self._features(x)
         mu = self.gmm.means_[self.gmm.predict(f)]
         return self.pca.inverse_transform(mu) if self.pca is not None else mu
+
+
+def select_reg_covar(x, grid=(1e-3, 1e-2, 1e-1), n_components: int = 1, n_pca: int | None = None,
+                     seed: int = 0, held_out: float = 0.2) -> tuple[float, dict]:
+    """Choose the GMM's diagonal regulariser without anomaly labels: fit on (1 - ``held_out``) of the
+    training images and keep the value with the highest mean log-likelihood on the rest.
+    Returns ``(best, {value: held-out mean log-likelihood})``."""
+    f = (x.flatten(1).cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)).astype(np.float64)
+    order = np.random.default_rng(seed).permutation(len(f))
+    n_val = max(1, int(held_out * len(f)))
+    val, fit = f[order[:n_val]], f[order[n_val:]]
+    scores = {}
+    for r in grid:
+        g = GMMScorer(n_components, n_pca, seed, reg_covar=r).fit(fit)
+        v = g.pca.transform(val) if g.pca is not None else val
+        scores[r] = float(g.gmm.score(v))
+    return max(scores, key=scores.get), scores
 
 
 # ----------------------------------------------------------------------------- Isolation Forest
@@ -198,7 +295,8 @@ def patch_decompose(vae, images: torch.Tensor, patch: int = 96, stride: int = 16
 
 
 def random_crops(images: torch.Tensor, n: int, patch: int = 96, generator=None) -> torch.Tensor:
-    """``n`` random ``patch`` x ``patch`` training crops (Sec. V: random 96x96 crops)."""
+    """``n`` random ``patch`` x ``patch`` training crops (Sec. V: random 96x96 crops of 640x480 images);
+    :meth:`MatsubaraVAEDetector.fit_crops` draws fresh ones every epoch."""
     from ..data.mvtec import texture_random_crops
 
     return texture_random_crops(images, n, crop=patch, resize=None, generator=generator)
@@ -214,6 +312,16 @@ class MatsubaraVAEDetector:
     def fit(self, images: torch.Tensor, generator=None, progress: bool = True) -> "MatsubaraVAEDetector":
         self.history = train(self.vae, images, self.settings, negative_elbo_sampled, generator, progress, "VAE")
         return self
+
+    def fit_crops(self, images: torch.Tensor, n_crops: int, patch: int, generator=None,
+                  progress: bool = True) -> "MatsubaraVAEDetector":
+        """Train on ``n_crops`` fresh random ``patch`` x ``patch`` crops of ``images`` every epoch (Sec. V)."""
+        draw = lambda epoch: random_crops(images, n_crops, patch, generator)
+        self.history = train(self.vae, draw, self.settings, negative_elbo_sampled, generator, progress, "VAE")
+        return self
+
+    def health(self, images: torch.Tensor) -> Health:
+        return vae_health(self.vae, images, self.history)
 
     def score(self, images: torch.Tensor) -> torch.Tensor:
         return batched_decompose(self.vae, images.to(next(self.vae.parameters()).device))[self.score_kind].cpu()
