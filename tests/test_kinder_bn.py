@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from energyad.methods.kinder_bn import BNSettings, PixelBN, binarize, parent_configs
+from energyad.methods.kinder_bn import PARENT_SETS, BNSettings, PixelBN, binarize, parent_configs
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -14,26 +14,73 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_parent_configs_by_hand():
     x = torch.tensor([[[1, 0, 1], [0, 1, 1]]], dtype=torch.uint8)   # (1, 2, 3)
-    cfg = parent_configs(x)
+    cfg = parent_configs(x, "fig9")
     # pixel (1, 1): NW = x[0,0] = 1, N = x[0,1] = 0, NE = x[0,2] = 1, W = x[1,0] = 0 -> 8 + 2 = 10
     assert cfg[0, 1, 1] == 10
     # pixel (0, 0): all parents outside -> 0; pixel (0, 2): W = x[0,1] = 0 -> 0; pixel (1, 2): NW=0,N=1,NE=0,W=1 -> 5
     assert cfg[0, 0, 0] == 0 and cfg[0, 0, 2] == 0 and cfg[0, 1, 2] == 5
+    code = parent_configs(x, "code")                               # NW*8 + W*4 + SW*2 + N
+    # pixel (0, 1): NW outside, W = x[0,0] = 1, SW = x[1,0] = 0, N outside -> 4
+    # pixel (1, 2): NW = x[0,1] = 0, W = x[1,1] = 1, SW outside, N = x[0,2] = 1 -> 5
+    assert code[0, 0, 1] == 4 and code[0, 1, 2] == 5 and code[0, 1, 0] == 1     # (1, 0): only N = x[0,0] = 1
+    assert parent_configs(x, "none").eq(0).all()
+    assert parent_configs(x) .equal(code)                          # the default is the thesis code's orientation
+    with pytest.raises(ValueError, match="parents must be one of"):
+        parent_configs(x, "south")
 
 
-def test_cpt_against_brute_force_counting():
+# The parents as the thesis's C code reads them (images [row][col]) and as Fig. 9 draws them, written out.
+NAMED = {"code": {"NW": (-1, -1), "W": (0, -1), "SW": (1, -1), "N": (-1, 0)},
+         "fig9": {"NW": (-1, -1), "N": (-1, 0), "NE": (-1, 1), "W": (0, -1)}}
+
+
+@pytest.mark.parametrize("orientation", ["code", "fig9", "none"])
+def test_cpt_against_brute_force_counting(orientation):
     rng = np.random.default_rng(0)
     x = torch.from_numpy((rng.random((50, 4, 5)) > 0.6).astype(np.uint8))
-    bn = PixelBN(BNSettings(pseudo_count=1.0)).fit(x)
-    xp = np.pad(x.numpy(), ((0, 0), (1, 0), (1, 1)))
+    lam = 0.5
+    bn = PixelBN(BNSettings(pseudo_count=lam, parents=orientation)).fit(x)
+    offs = list(NAMED.get(orientation, {}).values())
+    assert bn.cpt.shape == (4, 5, 2 ** len(offs))
+    xn = x.numpy()
+
+    def val(i, h, w):                                              # outside the image: 0
+        return int(xn[i, h, w]) if 0 <= h < 4 and 0 <= w < 5 else 0
     for h, w in itertools.product(range(4), range(5)):
-        for cfg in range(16):
-            nw, n, ne, wst = (cfg >> 3) & 1, (cfg >> 2) & 1, (cfg >> 1) & 1, cfg & 1
-            match = [(xp[i, h, w] == nw and xp[i, h, w + 1] == n and xp[i, h, w + 2] == ne and xp[i, h + 1, w] == wst)
-                     for i in range(50)]
+        for row in range(2 ** len(offs)):
+            bits = [(row >> (len(offs) - 1 - j)) & 1 for j in range(len(offs))]   # first parent = top bit
+            match = [all(val(i, h + dy, w + dx) == b for (dy, dx), b in zip(offs, bits)) for i in range(50)]
             n_cfg = sum(match)
-            n_one = sum(m and x[i, h, w] == 1 for i, m in enumerate(match))
-            assert bn.cpt[h, w, cfg].item() == pytest.approx((n_one + 1) / (n_cfg + 2))
+            n_one = sum(m and xn[i, h, w] == 1 for i, m in enumerate(match))
+            assert bn.cpt[h, w, row].item() == pytest.approx((n_one + lam) / (n_cfg + 2 * lam))
+
+
+def test_orientations_are_transposes_and_outside_padding_does_not_matter():
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy((rng.random((80, 5, 5)) > 0.5).astype(np.uint8))
+    code, fig9 = PixelBN(BNSettings(parents="code")).fit(x), PixelBN(BNSettings(parents="fig9")).fit(x)
+    xt = x.transpose(1, 2).contiguous()
+    # the code's network on x is Fig. 9's network on the transposed images (parent order NW, W, SW, N <-> NW, N, NE, W)
+    assert torch.allclose(code.log_prob(x), PixelBN(BNSettings(parents="fig9")).fit(xt).log_prob(xt))
+    assert not torch.allclose(code.log_prob(x), fig9.log_prob(x))
+    # outside parents read as 1 instead of 0: every pixel has its own CPT, so the rows are only relabelled
+    ones = torch.nn.functional.pad(x, (1, 1, 1, 1), value=1)       # (N, 7, 7) with a border of ones
+    big = PixelBN(BNSettings(parents="code")).fit(ones)
+    inner = big.cpt[1:-1, 1:-1]                                    # the CPTs of the original pixels
+    lp_inner = torch.where(x.bool(), inner[torch.arange(5).view(1, 5, 1), torch.arange(5).view(1, 1, 5),
+                                          parent_configs(ones, "code")[:, 1:-1, 1:-1]],
+                           1 - inner[torch.arange(5).view(1, 5, 1), torch.arange(5).view(1, 1, 5),
+                                     parent_configs(ones, "code")[:, 1:-1, 1:-1]]).log().flatten(1).sum(1)
+    assert torch.allclose(lp_inner, code.log_prob(x))
+
+
+def test_bernoulli_baseline_is_the_product_of_pixel_marginals():
+    rng = np.random.default_rng(4)
+    x = torch.from_numpy((rng.random((40, 3, 4)) > 0.7).astype(np.uint8))
+    bn = PixelBN(BNSettings(parents="none", pseudo_count=1.0)).fit(x)
+    q = (x.double().sum(0) + 1) / (40 + 2)                         # Laplace-smoothed marginal of every pixel
+    expected = torch.where(x.bool(), q, 1 - q).log().flatten(1).sum(1)
+    assert torch.allclose(bn.log_prob(x), expected)
 
 
 def all_states(H, W):
@@ -56,6 +103,19 @@ def test_joint_is_normalised_and_gibbs_matches_it():
     assert tv < 0.05
 
 
+@pytest.mark.parametrize("orientation", ["code", "fig9"])
+def test_gibbs_ratio_needs_only_the_markov_blanket(orientation):
+    rng = np.random.default_rng(5)
+    data = torch.from_numpy((rng.random((100, 4, 5)) > 0.5).astype(np.uint8))
+    bn = PixelBN(BNSettings(parents=orientation)).fit(data)
+    x = data[:7]
+    for h, w in itertools.product(range(4), range(5)):
+        flipped = x.clone()
+        flipped[:, h, w] = 1 - flipped[:, h, w]
+        full = bn.log_prob(flipped) - bn.log_prob(x)
+        assert torch.allclose(bn.flip_log_ratio(x, h, w), full, atol=1e-10)
+
+
 def test_energy_ranks_unusual_images_higher_and_binarize():
     imgs = np.zeros((30, 6, 6), np.uint8)
     imgs[:, :, 2] = 200                                            # a vertical stroke in every image
@@ -69,7 +129,7 @@ def test_energy_ranks_unusual_images_higher_and_binarize():
 
 # --- hidden layers (Sec. 3.2) ---------------------------------------------------------------------
 from energyad.methods.kinder_bn import (DIRECTIONS, HiddenBN, HiddenBNSettings, HiddenLayer, bic,  # noqa: E402
-                                        family_counts, parent_config, search_structure, shift)
+                                        family_counts, family_loglik, parent_config, search_structure, shift)
 
 
 def hand_bic(z, k1, parents, dist):
@@ -104,6 +164,20 @@ def test_bic_against_hand_computation_and_greedy_first_step():
     assert hand_bic(z.numpy(), 0, structure[0], 1) < hand_bic(z.numpy(), 0, [], 1)
     # random, independent kernel 1: no relation pays for its parameters
     assert structure[1] == []
+
+
+def test_eq8_gain_is_n_times_the_empirical_mutual_information():
+    from sklearn.metrics import mutual_info_score
+
+    rng = np.random.default_rng(6)
+    z = torch.from_numpy((rng.random((60, 2, 3, 3)) > 0.5).astype(np.float32))
+    z[:, 0, :, 1:] = torch.where(torch.from_numpy(rng.random((60, 3, 2)) < 0.8), z[:, 1, :, :-1], z[:, 0, :, 1:])
+    parents = [(1, "W"), (0, "N")]
+    cfg = parent_config(z, parents, 1)
+    gain = family_loglik(family_counts(z[:, 0], cfg, 4)) - family_loglik(family_counts(z[:, 0], torch.zeros_like(cfg), 1))
+    mi = sum(mutual_info_score(z[:, 0, h, w].numpy(), cfg[:, h, w].numpy()) for h in range(3) for w in range(3))
+    assert gain.item() == pytest.approx(60 * mi, rel=1e-9)
+    assert gain.item() > 0
 
 
 def test_shift_reads_the_node_dist_away():

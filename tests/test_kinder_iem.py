@@ -73,6 +73,30 @@ def test_weight_sharing_parameter_counts():
     assert count["d"] == P * K * (trunk + 4 + 1)              # nothing shared
 
 
+def test_receptive_fields_against_a_probe_gradient():
+    """The recursion against autograd: the pixels on which a central node depends (all-positive kernels;
+    max pooling swapped for average pooling of the same window, so that every window position passes a
+    gradient: the receptive field is the same)."""
+    from energyad.networks.kinder import TABLE4, TABLE6, receptive_fields
+
+    assert receptive_fields(TABLE4) == [1, 4, 14, 34, 58]            # Table 4 prints 66 for the last
+    assert receptive_fields(TABLE6) == [1, 19, 67, 99, 131]          # Table 6 prints 19, 83, 114, 147
+    for specs in ((Transition(2, 3), Transition(2, 5)), (Transition(2, 5, stride=2, pool=3, pool_stride=2),)):
+        net = IEMForward(1, specs)
+        with torch.no_grad():
+            for t in net.transitions:
+                t.conv.weight.fill_(0.1)
+                t.conv.bias.fill_(0.1)
+                if isinstance(t.pool, torch.nn.MaxPool2d):
+                    t.pool = torch.nn.AvgPool2d(t.pool.kernel_size, t.pool.stride)
+        for l, r in enumerate(receptive_fields(specs)[1:], 1):
+            x = torch.rand(1, 1, 64, 64, requires_grad=True)
+            a = net(x)[l]
+            a[0, 0, a.shape[-2] // 2, a.shape[-1] // 2].backward()
+            rows = (x.grad[0, 0].abs().sum(1) > 0).nonzero()
+            assert int(rows.max() - rows.min() + 1) == r
+
+
 def test_neighbour_features_mask_and_border():
     a = torch.arange(12.0).view(1, 1, 3, 4) + 1
     f = neighbour_features(a, 1)                               # (1, 12, 16): 8 activations + 8 mask bits
@@ -153,6 +177,7 @@ def test_energies_eqs_14_to_16_against_their_definitions():
     for l in range(3):
         e = torch.cat([p[l] for p in per_image])
         mean, std = e.mean(0), e.std(0)
+        std = torch.maximum(std, 0.1 * std[std > 0].median())      # the default floor: 0.1 x the layer's median
         norm = (errs_test[l] - mean).abs() / std
         assert torch.allclose(m.normalised_errors(test)[l], norm, rtol=1e-4, atol=1e-5)
         assert torch.allclose(m.layer_energies(test)[:, l], norm.flatten(1).sum(1), rtol=1e-4)   # Eq. 15
@@ -164,6 +189,79 @@ def test_energies_eqs_14_to_16_against_their_definitions():
     # the anomaly map of layer 0 alone is its energy map (pixel nodes, no upsampling)
     m.s.layer_weights = (1.0, 0.0, 0.0)
     assert torch.allclose(m.anomaly_map(test), m.energy_maps(test)[0], atol=1e-5)
+
+
+def test_eq14_floor_on_a_layer_with_a_constant_node():
+    from energyad.methods.kinder_iem import floored_std
+
+    m = tiny_model(epochs=1)
+    train = torch.rand(12, 1, 8, 8)
+    train[:, :, 0, 0] = 0.0                                       # pixel (0, 0) never varies in training
+    m.fit(train, torch.Generator().manual_seed(0), progress=False)
+    # the constant pixel's neighbours vary, so give it a constant error by hand: freeze its statistics
+    std0 = m.err_std0.clone()
+    std0[0, 0, 0] = 0.0
+    m.err_std0.copy_(std0)
+    assert m.constant_nodes(0) >= 1
+    typical = std0[std0 > 0].median()
+    test = train[:3].clone()
+    test[:, :, 0, 0] = 1.0                                        # the never-seen value appears
+    with torch.no_grad():
+        err = m.errors(test)[0]
+    dev = (err - m.err_mean0).abs()                               # |err - mean| per node, layer 0
+    for floor, std_used, keep in (("absolute", std0.clamp_min(1e-6), torch.ones_like(std0)),
+                                  ("relative", torch.maximum(std0, 0.1 * typical), torch.ones_like(std0)),
+                                  ("drop", std0.clamp_min(1e-6), (std0 >= 0.1 * typical).float())):
+        got = m.normalised_errors(test, floor)[0]
+        assert torch.allclose(got, dev / std_used * keep, rtol=1e-5, atol=1e-6)
+    absolute, relative, drop = (m.normalised_errors(test, f)[0][:, 0, 0, 0] for f in ("absolute", "relative", "drop"))
+    assert (absolute > 1e4).all()                                 # a 1e-6 floor: the constant node weighs ~1e6
+    assert torch.allclose(relative, dev[:, 0, 0, 0] / (0.1 * typical))   # at most 10 typical nodes
+    assert (drop == 0).all()                                      # left out
+    # floored_std on its own: a layer of stds [0, 1, 2, 3] (median of the varying ones: 2)
+    s = torch.tensor([0.0, 1.0, 2.0, 3.0]).view(1, 2, 2)
+    assert floored_std(s, "relative", 0.1)[0].flatten().tolist() == pytest.approx([0.2, 1, 2, 3])
+    assert floored_std(s, "drop", 0.6)[1].flatten().tolist() == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match="std_floor"):
+        floored_std(s, "median")
+
+
+def test_health_figures_of_a_fitted_and_a_degenerate_model():
+    from energyad.health import DegenerateModelError
+
+    m = tiny_model(epochs=40)
+    g = torch.Generator().manual_seed(1)
+    ramp = torch.linspace(-1, 1, 8)
+    slope = torch.rand(32, 2, generator=g) - 0.5                 # smooth images: random planes, predictable from neighbours
+    x = 0.5 + slope[:, 0].view(-1, 1, 1, 1) * ramp.view(1, 1, 1, 8) + slope[:, 1].view(-1, 1, 1, 1) * ramp.view(1, 1, 8, 1)
+    m.fit(x, torch.Generator().manual_seed(0), progress=False)
+    h = m.health(x, "tiny")
+    assert h.ok, h.failures
+    h5 = m.health(x, "tiny", batch_size=5).checks                         # batches of unequal size
+    assert {k: pytest.approx(c["value"], rel=1e-5) for k, c in h.checks.items()} == {k: c["value"] for k, c in h5.items()}
+    assert {"layer0_loss_drop", "layer1_r2", "layer1_prediction_dependence", "layer2_active_share"} <= set(h.checks)
+    assert h.checks["layer1_loss_drop"]["ok"] is None                     # trained kernels: a moving target
+    assert h.checks["energy_spread"]["ok"]
+    # the relative curve is the epoch's summed squared error over the summed squared activations
+    x1 = x[:4]
+    m2 = tiny_model(epochs=1)
+    m2.s.batch_size = 4
+    with torch.no_grad():
+        a = m2.net(x1)[1]
+        expected = float(((m2.sideward[1](a) - a) ** 2).sum() / (a ** 2).sum())
+    m2.fit_layer(x1, 1, progress=False)                    # one batch: the curve is measured before the step
+    assert m2.relative_history[1][0] == pytest.approx(expected, rel=1e-5)
+    # a dead forward layer (all activations 0) and sideward models that ignore their input
+    with torch.no_grad():
+        m.net.transitions[1].conv.bias.fill_(-1e3)
+        for w in m.sideward[0].weights:
+            w.zero_()
+    bad = m.health(x, "broken")
+    assert bad.checks["layer2_active_share"]["ok"] is False
+    assert bad.checks["layer0_prediction_dependence"]["value"] == 0 < h.checks["layer0_prediction_dependence"]["value"]
+    assert bad.checks["layer0_r2"]["value"] <= 0 < h.checks["layer0_r2"]["value"]   # noted: constant prediction
+    with pytest.raises(DegenerateModelError, match="broken"):
+        bad.raise_if_failed()
 
 
 def test_clear_errors_and_checkpoints(tmp_path):
@@ -252,17 +350,23 @@ def test_mvtec_and_alexnet_experiment_code_paths_on_a_tiny_category(tmp_path, mo
     monkeypatch.setenv("ENERGYAD_DATA", str(tmp_path / "data"))
     s = dataclasses.replace(exp.IEM_MVTEC_FULL, categories=("tiny",),
                             iem=dataclasses.replace(exp.IEM_MVTEC_FULL.iem, image_size=32, epochs=1))
-    res = exp.run_iem_mvtec(s, tmp_path, "cpu", "t4", progress=False)
+    strict = exp.run_iem_mvtec(s, tmp_path, "cpu", "t4", progress=False)        # 1 epoch on 3 images
+    assert ("tiny" in strict["withheld"]) == (not strict["health"]["tiny"]["ok"])
+    assert ("tiny" in strict["image_auroc"]) == strict["health"]["tiny"]["ok"]  # no number from a failed model
+    res = exp.run_iem_mvtec(s, tmp_path, "cpu", "t4", progress=False, strict=False)
     assert set(res["image_auroc"]) == {"tiny"} and 0 <= res["pixel_auroc"]["tiny"] <= 100
+    assert set(res["image_auroc_by_normalisation"]["tiny"]) == set(exp.NORMALISATIONS)
+    assert res["image_auroc_by_normalisation"]["tiny"]["relative"] == res["image_auroc"]["tiny"]
+    assert res["input_channels"]["tiny"] == 3 and "layer1_prediction_dependence" in res["health"]["tiny"]["checks"]
     assert (tmp_path / "t4-maps-tiny.png").exists()
     json.dumps(res)
     torch.save(fake_alexnet_state_dict(), tmp_path / "alexnet.pth")
     s = dataclasses.replace(exp.IEM_ALEXNET_FULL, categories=("tiny",), alexnet_path=str(tmp_path / "alexnet.pth"),
                             iem=dataclasses.replace(ALEXNET_SETTINGS, image_size=64, epochs=1))
-    res = exp.run_iem_mvtec(s, tmp_path, "cpu", "t6", progress=False)
+    res = exp.run_iem_mvtec(s, tmp_path, "cpu", "t6", progress=False, strict=False)
     assert "tiny" in res["image_auroc"] and (tmp_path / "t6-maps-tiny.png").exists()
     missing = dataclasses.replace(s, alexnet_path=None)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     from energyad.data import DataError
     with pytest.raises(DataError, match="AlexNet weights not found"):
-        exp.run_iem_mvtec(missing, tmp_path, "cpu", "t6", progress=False)
+        exp.run_iem_mvtec(missing, tmp_path, "cpu", "t6", progress=False, strict=False)

@@ -3,6 +3,7 @@ neural introspective energy model on MNIST (our set-up), on MVTec AD (Table 5) a
 kernels (Table 7)."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -11,6 +12,7 @@ import torch
 
 from .. import metrics, plotting
 from ..config import seed_everything
+from ..health import DegenerateModelError, Health
 from ..methods.kinder_bn import BNSettings, HiddenBN, HiddenBNSettings, PixelBN, binarize
 from ..methods.kinder_iem import ALEXNET_SETTINGS, IEMSettings, IntrospectiveEnergyModel
 from ..networks.kinder import TABLE4, IEMForward, Transition, alexnet_forward
@@ -29,44 +31,88 @@ class BNExperimentSettings:
     n_test: int | None = 2000           # test images (the thesis: all 10,000)
     gibbs_chains: int = 16
     gibbs_iterations: int = 20_000      # the thesis: 100,000 between samples
-    bn: BNSettings = field(default_factory=BNSettings)
+    bn: BNSettings = field(default_factory=BNSettings)        # parents "code" (Table 1), lambda = 1
+    # Comparisons run beside the main model (same data, same split):
+    parent_sets: tuple = ("code", "fig9", "none")             # orientations and the Bernoulli baseline
+    pseudo_counts: tuple = (1.0, 0.5, 0.01)                   # lambda, with the main model's parents
 
 
 BN_QUICK = BNExperimentSettings()
 BN_FULL = BNExperimentSettings(n_train=None, n_test=None, gibbs_iterations=100_000)
 
 
-def bn_one_class(digit: int, train, test, s: BNExperimentSettings, seed: int = 0):
-    """Fit the BN on one digit; return (model, energies of the test set, test labels (1 = other digit))."""
+def bn_one_class(digit: int, train, test, s: BNExperimentSettings, seed: int = 0, bn_settings: BNSettings | None = None):
+    """Fit the BN on one digit; return (model, energies of the test set, test labels (1 = other digit)).
+    ``bn_settings`` overrides ``s.bn`` (another orientation or pseudo-count on the same split)."""
     from ..data import one_class_split
 
+    b = bn_settings or s.bn
     x_tr, x_te, y_te = one_class_split(train, test, digit, s.n_train, s.n_test, seed=seed)
-    bn = PixelBN(s.bn).fit(binarize(x_tr, s.bn.threshold))
+    bn = PixelBN(b).fit(binarize(x_tr, b.threshold))
     return bn, bn.score(x_te), y_te
 
 
-@experiment("kinder-bn-mnist", chapter="kinder", description="Kinder: pixel Bayesian network (NW, N, NE, W "
-            "parents) on one-class MNIST, Table 1")
+def bn_health(bn: PixelBN, energies: torch.Tensor, y: torch.Tensor, name: str) -> Health:
+    """Health of a counted network: finite energies, energies that depend on the image (spread of E over
+    test images relative to its mean), and normal images less surprising than the others on average."""
+    h = Health(name)
+    e = energies.double()
+    h.check("finite_energies", float(torch.isfinite(e).double().mean()), bool(torch.isfinite(e).all()), "== 1")
+    spread = float(e.std() / e.abs().mean())
+    h.check("energy_spread", spread, spread > 0.01, "std(E) / mean|E| over test images > 0.01")
+    gap = float(e[y == 1].mean() - e[y == 0].mean())
+    h.check("energy_gap_nats", gap, gap > 0, "mean E(other digits) - mean E(normal digit) > 0")
+    h.note("cpt_rows", int(bn.cpt.numel()))
+    return h
+
+
+@experiment("kinder-bn-mnist", chapter="kinder", description="Kinder: pixel Bayesian network on one-class "
+            "MNIST, Table 1 (parents NW, W, SW, N as the thesis's code; also Fig. 9's NW, N, NE, W, independent "
+            "Bernoulli pixels, and pseudo-counts 1, 0.5, 0.01)")
 def kinder_bn_mnist(profile, out, device):
     from ..data import load_mnist_or_standin
 
     s = BN_QUICK if profile == "quick" else BN_FULL
     tr, te = load_mnist_or_standin("train"), load_mnist_or_standin("test")
-    aurocs = {}
+
     def one_digit(d):
-        bn, energies, y = bn_one_class(d, tr[:2], te[:2], s)
+        r = {"parents": {}, "pseudo_count": {}}
+        for par in s.parent_sets:
+            b = dataclasses.replace(s.bn, parents=par)
+            bn, energies, y = bn_one_class(d, tr[:2], te[:2], s, bn_settings=b)
+            r["parents"][par] = 100 * metrics.image_auroc(energies, y)
+            if par == s.bn.parents:
+                h = bn_health(bn, energies, y, f"pixel BN ({par}), digit {d}")
+                h.raise_if_failed(f"digit {d}")
+                r["health"] = h.to_dict()
+                main = bn
+        for lam in s.pseudo_counts:
+            b = dataclasses.replace(s.bn, pseudo_count=lam)
+            _, energies, y = bn_one_class(d, tr[:2], te[:2], s, bn_settings=b)
+            r["pseudo_count"][str(lam)] = 100 * metrics.image_auroc(energies, y)
         if d in (1, 8):
             g = seed_everything(d)
-            samples = bn.gibbs(s.gibbs_chains, s.gibbs_iterations, g)
+            samples = main.gibbs(s.gibbs_chains, s.gibbs_iterations, g)
             fig = plotting.image_grid(samples.float(), nrow=8)
             fig.suptitle(f"Gibbs samples, digit {d}, {s.gibbs_iterations} iterations (cf. Fig. 10)")
             plotting.save(fig, out / f"kinder-bn-mnist-samples-{d}.png")
-        return 100 * metrics.image_auroc(energies, y)
+        return r
 
+    per_digit = {}
     for d in s.digits:   # one resumable unit per digit
-        aurocs[str(d)] = unit(f"digit-{d}", lambda: one_digit(d))
-    mean = float(np.mean(list(aurocs.values())))
-    return {"metrics": {"auroc": aurocs, "mean_auroc": mean, "unit": "percent"},
+        per_digit[str(d)] = unit(f"digit-{d}-bn-v2", lambda: one_digit(d))
+
+    def table(key, variant):
+        t = {d: r[key][variant] for d, r in per_digit.items()}
+        return {**t, "mean": float(np.mean(list(t.values())))}
+
+    by_parents = {p: table("parents", p) for p in s.parent_sets}
+    by_lambda = {str(lam): table("pseudo_count", str(lam)) for lam in s.pseudo_counts}
+    main = by_parents[s.bn.parents]
+    return {"metrics": {"auroc": {d: main[d] for d in per_digit}, "mean_auroc": main["mean"],
+                        "parents": s.bn.parents, "pseudo_count": s.bn.pseudo_count,
+                        "auroc_by_parents": by_parents, "auroc_by_pseudo_count": by_lambda,
+                        "health": {d: r["health"] for d, r in per_digit.items()}, "unit": "percent"},
             "paper": PAPER_TABLE1, "config": s, "data": tr[2]}
 
 
@@ -157,9 +203,24 @@ IEM_MNIST_FULL = IEMMnistSettings(n_train=None, n_test=None, iem=IEMSettings(
     distances=(1, 2, 2), hidden=((32, 16), (32, 16), (32, 16)), image_size=28, epochs=5, batch_size=8))
 
 
+NORMALISATIONS = ("relative", "drop", "absolute", "none")   # Eq. 14 with each std floor (STD_FLOORS), and without
+
+
+@torch.no_grad()
+def energy_variants(model: IntrospectiveEnergyModel, x: torch.Tensor, batch_size: int = 256) -> dict:
+    """Layer energies (N, L) of ``x`` under every normalisation of :data:`NORMALISATIONS` ("none": Eq. 15
+    on the raw |err|, Fig. 16's comparison)."""
+    out = {}
+    for v in NORMALISATIONS:
+        out[v] = torch.cat([model.layer_energies(x[i:i + batch_size], normalise=v != "none",
+                                                 floor=None if v == "none" else v).cpu()
+                            for i in range(0, len(x), batch_size)])
+    return out
+
+
 def iem_one_class(digit: int, train, test, s: IEMMnistSettings, device="cpu", seed: int = 0, progress=False):
-    """Fit an IEM on one digit; return (model, layer energies of the test set with Eq. 14 (N, L),
-    the same without normalisation, test labels)."""
+    """Fit an IEM on one digit; return (model, layer energies of the test set with Eq. 14 (N, L) under the
+    settings' std floor, the same without normalisation, test labels)."""
     from ..data import one_class_split
 
     x_tr, x_te, y_te = one_class_split(train, test, digit, s.n_train, s.n_test, seed=seed)
@@ -168,6 +229,7 @@ def iem_one_class(digit: int, train, test, s: IEMMnistSettings, device="cpu", se
     model.fit(x_tr.to(device), torch.Generator().manual_seed(seed), progress=progress)
     le = torch.cat([model.layer_energies(x_te[i:i + 256]).cpu() for i in range(0, len(x_te), 256)])
     raw = torch.cat([model.layer_energies(x_te[i:i + 256], normalise=False).cpu() for i in range(0, len(x_te), 256)])
+    model.x_test = x_te                                    # kept for health figures and variants
     return model, le, raw, y_te
 
 
@@ -178,23 +240,34 @@ def kinder_iem_mnist(profile, out, device):
 
     s = IEM_MNIST_QUICK if profile == "quick" else IEM_MNIST_FULL
     tr, te = load_mnist_or_standin("train"), load_mnist_or_standin("test")
-    aurocs, raw_aurocs, per_layer = {}, {}, {}
+    by_norm = {v: {} for v in NORMALISATIONS}
+    per_layer, health, constant = {}, {}, {}
+
     def one_digit(d):
         model, le, raw, y = iem_one_class(d, tr[:2], te[:2], s, device, progress=True)
-        return torch.tensor(model.weights_l), le, raw, y
+        h = model.health(model.x_test[:500], f"IEM, digit {d}")
+        h.raise_if_failed(f"digit {d}")
+        return (torch.tensor(model.weights_l), energy_variants(model, model.x_test), y, h.to_dict(),
+                [model.constant_nodes(l) for l in range(model.n_layers)])
 
     for d in s.digits:   # one resumable unit per digit (energies kept, the model is not)
-        w, le, raw, y = unit(f"digit-{d}", lambda: one_digit(d))
-        aurocs[str(d)] = 100 * metrics.image_auroc(le @ w, y)
-        raw_aurocs[str(d)] = 100 * metrics.image_auroc(raw @ w, y)
+        w, var, y, health[str(d)], constant[str(d)] = unit(f"digit-{d}-iem-v2", lambda: one_digit(d))
+        for v, le in var.items():
+            by_norm[v][str(d)] = 100 * metrics.image_auroc(le @ w, y)
+        le = var[s.iem.std_floor]
         per_layer[str(d)] = [100 * metrics.image_auroc(le[:, l], y) for l in range(le.shape[1])]
         if d == 8:
             fig = plotting.score_histogram(le @ w, y, title=f"IEM energy (Eq. 16), digit {d}")
             plotting.save(fig, out / f"kinder-iem-mnist-energy-{d}.png")
-    return {"metrics": {"auroc": aurocs, "mean_auroc": float(np.mean(list(aurocs.values()))),
-                        "auroc_without_normalisation": raw_aurocs,
-                        "mean_auroc_without_normalisation": float(np.mean(list(raw_aurocs.values()))),
-                        "auroc_per_layer": per_layer, "unit": "percent"},
+    for t in by_norm.values():
+        t["mean"] = float(np.mean([v for k, v in t.items()]))
+    main, none = by_norm[s.iem.std_floor], by_norm["none"]
+    return {"metrics": {"auroc": {k: v for k, v in main.items() if k != "mean"}, "mean_auroc": main["mean"],
+                        "std_floor": s.iem.std_floor,
+                        "auroc_without_normalisation": {k: v for k, v in none.items() if k != "mean"},
+                        "mean_auroc_without_normalisation": none["mean"],
+                        "auroc_by_normalisation": by_norm, "constant_nodes_per_layer": constant,
+                        "auroc_per_layer": per_layer, "health": health, "unit": "percent"},
             "paper": {"note": "no neural IEM on MNIST in the thesis; its CPT models: Table 1 mean 89.4, "
                               "Table 2 mean 93.0", "table1_mean": 89.4, "table2_mean": 93.0},
             "config": s, "data": tr[2]}
@@ -235,13 +308,17 @@ def build_iem(s: IEMMvtecSettings, channels: int) -> IntrospectiveEnergyModel:
     return IntrospectiveEnergyModel(net, s.iem)
 
 
-def run_iem_mvtec(s: IEMMvtecSettings, out, device, tag: str, max_train: int | None = None, progress=True) -> dict:
-    """Train one IEM per category and evaluate image AUROC (Eq. 16 energy, with and without Eq. 14), and
-    pixel AUROC / AUPRO of the energy maps where masks exist; save energy-map figures."""
+def run_iem_mvtec(s: IEMMvtecSettings, out, device, tag: str, max_train: int | None = None, progress=True,
+                  strict: bool = True) -> dict:
+    """Train one IEM per category and evaluate image AUROC (Eq. 16 energy, with Eq. 14 under each std floor
+    and without), and pixel AUROC / AUPRO of the energy maps where masks exist; save energy-map figures.
+    Health figures are recorded per category; with ``strict`` (default) a category whose model fails
+    them reports no number: its entry in ``withheld`` says why."""
     from ..data.mvtec import MVTecAD, load_split
 
-    res = {"image_auroc": {}, "image_auroc_without_normalisation": {}, "pixel_auroc": {}, "aupro": {},
-           "seconds_per_category": {}}
+    res = {"image_auroc": {}, "image_auroc_without_normalisation": {}, "image_auroc_by_normalisation": {},
+           "pixel_auroc": {}, "aupro": {}, "health": {}, "constant_nodes_per_layer": {}, "input_channels": {},
+           "withheld": {}, "seconds_per_category": {}}
 
     def one_category(cat, root):
         t0 = time.perf_counter()
@@ -251,10 +328,21 @@ def run_iem_mvtec(s: IEMMvtecSettings, out, device, tag: str, max_train: int | N
         torch.manual_seed(0)
         model = build_iem(s, x_tr.shape[1]).to(device)
         model.fit(x_tr.to(device), torch.Generator().manual_seed(0), progress=progress)
+        h = model.health(x_te, f"IEM, {cat}")
+        if strict:
+            try:
+                h.raise_if_failed(cat)
+            except DegenerateModelError as err:      # loud, and no number for this category; the others go on
+                print(f"HEALTH FAILURE: {err}")
+                return {"health": h.to_dict(), "withheld": str(err),
+                        "seconds_per_category": time.perf_counter() - t0}
         scores = model.score(x_te)
-        raw = torch.cat([model.energy(x_te[i:i + 32], normalise=False).cpu() for i in range(0, len(x_te), 32)])
+        w = torch.tensor(model.weights_l)
+        by_norm = {v: 100 * metrics.image_auroc(le @ w, y_te) for v, le in energy_variants(model, x_te, 32).items()}
         r = {"image_auroc": 100 * metrics.image_auroc(scores, y_te),
-             "image_auroc_without_normalisation": 100 * metrics.image_auroc(raw, y_te)}
+             "image_auroc_without_normalisation": by_norm["none"], "image_auroc_by_normalisation": by_norm,
+             "health": h.to_dict(), "constant_nodes_per_layer": [model.constant_nodes(l) for l in range(model.n_layers)],
+             "input_channels": int(x_tr.shape[1])}
         maps = model.anomaly_map(x_te)
         if m_te.sum() > 0:
             r["pixel_auroc"] = 100 * metrics.pixel_auroc(maps, m_te)
@@ -267,7 +355,7 @@ def run_iem_mvtec(s: IEMMvtecSettings, out, device, tag: str, max_train: int | N
         return r
 
     for cat, root in _mvtec_categories(s).items():   # one resumable unit per category
-        for k, v in unit(f"category-{cat}", lambda: one_category(cat, root)).items():
+        for k, v in unit(f"category-{cat}-v2", lambda: one_category(cat, root)).items():
             res[k][cat] = v
     real = [v for c, v in res["image_auroc"].items() if not c.startswith("synthetic")]
     res["mean_image_auroc_real_categories"] = float(np.mean(real)) if real else None

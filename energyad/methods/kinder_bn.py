@@ -1,20 +1,34 @@
 r"""A Bayesian network over binarised image pixels (Kinder, 2023, Sec. 3.1), its energy and Gibbs sampling.
 
-Every pixel :math:`X_{h,w}\in\{0,1\}` (MNIST grey value above 0.3) has the four parents north-west,
-north, north-east and west (Fig. 9): parents come before the pixel in raster order, so the graph is
-acyclic and the joint factorises without a normalising constant,
+Every pixel :math:`X_{h,w}\in\{0,1\}` (MNIST grey value above 0.3) has four neighbouring pixels as
+parents. Which four is a named setting (:data:`PARENT_SETS`):
 
-.. math::  p(x) = \prod_{h,w} P(x_{h,w}\mid x_{h-1,w-1}, x_{h-1,w}, x_{h-1,w+1}, x_{h,w-1}),
+- ``"code"`` (default): north-west, west, south-west and north, :math:`(h-1,w-1), (h,w-1), (h+1,w-1),
+  (h-1,w)`. This is what the thesis's C code computes (``convolutionalBN``, ``addAllDependencies``,
+  images indexed [row][col]): Fig. 9's layout transposed. It reproduces Table 1 (mean AUROC 88.6
+  against the thesis's 89.4, measured by the issue's author; our full run is in the chapter).
+- ``"fig9"``: north-west, north, north-east and west, as the text and Fig. 9 describe.
+- ``"none"``: no parents, an independent Bernoulli per pixel: the baseline that tells what the
+  parents add.
 
-with parents outside the image read as 0. Each pixel has a conditional probability table (CPT) of
-:math:`2^4 = 16` rows, estimated by counting with a Laplace pseudo-count :math:`\lambda` (Eq. 2):
+Both orientations keep the graph acyclic (``fig9``: every parent comes earlier in row-major order;
+``code``: earlier in column-major order), so the joint factorises without a normalising constant,
+
+.. math::  p(x) = \prod_{h,w} P(x_{h,w}\mid \mathrm{pa}(h,w)),
+
+with parents outside the image read as 0 (each pixel has its own CPT, so any fixed value for outside
+parents gives the same counts and the same likelihood). A pixel with :math:`m` parents has a
+conditional probability table (CPT) of :math:`2^m` rows, estimated by counting with a pseudo-count
+:math:`\lambda` (Eq. 2; the posterior mean under a Beta(:math:`\lambda, \lambda`) prior per row):
 
 .. math::  P(X_i = x_i\mid P = p) = \frac{\#(X_i = x_i, P = p) + \lambda}{\#(P = p) + n\lambda},\quad n = 2 .
 
 The energy of an image is its negative log-likelihood, :math:`E(x) = -\log p(x)`. Samples come from
 single-site Gibbs updates (Algorithm 1): flip a random pixel to get :math:`x'` and keep the flip with
-probability :math:`p(x')/(p(x) + p(x'))`. Everything is vectorised: fitting is one ``bincount``,
-scoring one gather, and Gibbs sampling runs many chains at once.
+probability :math:`p(x')/(p(x) + p(x'))`. The ratio involves only the CPTs of the flipped pixel and of
+its children (its Markov blanket); :func:`gibbs_flips` recomputes the whole log p for simplicity.
+Everything is vectorised: fitting is one ``bincount``, scoring one gather, and Gibbs sampling runs
+many chains at once.
 """
 from __future__ import annotations
 
@@ -23,6 +37,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+# Parent offsets (dy, dx) per orientation; the first parent is the most significant bit of the row index.
+PARENT_SETS = {
+    "code": ((-1, -1), (0, -1), (1, -1), (-1, 0)),    # NW, W, SW, N: the thesis's C code ([row][col])
+    "fig9": ((-1, -1), (-1, 0), (-1, 1), (0, -1)),    # NW, N, NE, W: the text and Fig. 9
+    "none": (),                                       # independent Bernoulli pixels (baseline)
+}
 N_PARENTS = 4
 N_CONFIGS = 2 ** N_PARENTS
 
@@ -30,8 +50,9 @@ N_CONFIGS = 2 ** N_PARENTS
 @dataclass
 class BNSettings:
     threshold: float = 0.3       # Sec. 3.1: pixels above 0.3 (of 1) are on
-    pseudo_count: float = 1.0    # Sec. 3.1: "pseudo-counts of 1 were used for each row"
+    pseudo_count: float = 1.0    # Sec. 3.1: "pseudo-counts of 1 were used for each row" (lambda)
     gibbs_iterations: int = 100_000  # Sec. 3.1: 100,000 iterations between samples
+    parents: str = "code"        # key of PARENT_SETS; "code" reproduces Table 1, "fig9" is the text's layout
 
 
 def binarize(images, threshold: float = 0.3) -> torch.Tensor:
@@ -44,15 +65,24 @@ def binarize(images, threshold: float = 0.3) -> torch.Tensor:
     return (x > threshold).to(torch.uint8)
 
 
-def parent_configs(x: torch.Tensor) -> torch.Tensor:
-    """Index 0..15 of each pixel's parent state NW*8 + N*4 + NE*2 + W, zeros outside: (N, H, W)."""
-    p = torch.nn.functional.pad(x.long(), (1, 1, 1, 0))          # (N, H+1, W+2): a zero row on top, columns both sides
-    H, W = x.shape[-2:]
-    nw = p[:, :H, :W]
-    n = p[:, :H, 1:W + 1]
-    ne = p[:, :H, 2:W + 2]
-    w = p[:, 1:H + 1, :W]
-    return nw * 8 + n * 4 + ne * 2 + w
+def parent_offsets(parents) -> tuple:
+    """A key of :data:`PARENT_SETS` or a tuple of offsets (dy, dx) -> tuple of offsets."""
+    if isinstance(parents, str):
+        if parents not in PARENT_SETS:
+            raise ValueError(f"parents must be one of {sorted(PARENT_SETS)} or a tuple of (dy, dx), not {parents!r}")
+        return PARENT_SETS[parents]
+    return tuple(tuple(o) for o in parents)
+
+
+def parent_configs(x: torch.Tensor, parents="code") -> torch.Tensor:
+    """Index 0..2^m-1 of each pixel's parent state (first parent = most significant bit), parents
+    outside the image read as 0: binary (N, H, W) -> (N, H, W). ``"code"``: NW*8 + W*4 + SW*2 + N;
+    ``"fig9"``: NW*8 + N*4 + NE*2 + W; ``"none"``: 0 everywhere."""
+    offs = parent_offsets(parents)
+    cfg = torch.zeros(x.shape, dtype=torch.long, device=x.device)
+    for dy, dx in offs:
+        cfg = cfg * 2 + shift(x.long(), dy, dx)
+    return cfg
 
 
 @torch.no_grad()
@@ -80,28 +110,29 @@ def gibbs_flips(log_prob, n_chains: int, shape: tuple, iterations: int, generato
 
 
 class PixelBN:
-    """The fixed-structure Bayesian network of Sec. 3.1 with one CPT per pixel: ``cpt`` (H, W, 16) = P(X=1 | parents)."""
+    """The fixed-structure Bayesian network of Sec. 3.1 with one CPT per pixel: ``cpt`` (H, W, 2^m) =
+    P(X=1 | parents), m = 4 parents (``settings.parents``: "code" or "fig9") or 0 ("none")."""
 
     def __init__(self, settings: BNSettings | None = None):
         self.s = settings or BNSettings()
+        self.offsets = parent_offsets(self.s.parents)
+        self.n_configs = 2 ** len(self.offsets)
         self.cpt: torch.Tensor | None = None
 
     def fit(self, x: torch.Tensor) -> "PixelBN":
         """``x``: binary uint8 (N, H, W). Counting with a pseudo-count (Eq. 2)."""
         N, H, W = x.shape
-        cfg = parent_configs(x)                                  # (N, H, W)
-        pix = torch.arange(H * W).view(1, H, W)
-        idx = ((pix * N_CONFIGS + cfg) * 2 + x.long()).flatten()
-        counts = torch.bincount(idx, minlength=H * W * N_CONFIGS * 2).view(H, W, N_CONFIGS, 2).double()
+        cfg = parent_configs(x, self.offsets)                    # (N, H, W)
+        counts = family_counts(x, cfg, self.n_configs)           # (H, W, 2^m, 2)
         lam = self.s.pseudo_count
-        self.cpt = (counts[..., 1] + lam) / (counts.sum(-1) + 2 * lam)   # (H, W, 16)
+        self.cpt = (counts[..., 1] + lam) / (counts.sum(-1) + 2 * lam)   # (H, W, 2^m)
         return self
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x) for binary images (N, H, W), shape (N,)."""
         if self.cpt is None:
             raise RuntimeError("PixelBN.fit must be called first")
-        cfg = parent_configs(x)                                  # (N, H, W)
+        cfg = parent_configs(x, self.offsets)                    # (N, H, W)
         H, W = x.shape[-2:]
         p1 = self.cpt[torch.arange(H).view(1, H, 1), torch.arange(W).view(1, 1, W), cfg]  # (N, H, W)
         p = torch.where(x.bool(), p1, 1 - p1)
@@ -110,6 +141,24 @@ class PixelBN:
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """E(x) = -log p(x): the anomaly score."""
         return -self.log_prob(x)
+
+    def flip_log_ratio(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """log p(x') - log p(x) for x' = x with pixel (h, w) flipped, from the pixel's Markov blanket only:
+        its own CPT term and those of its children (the pixels that have (h, w) as a parent); every other
+        factor of the product is the same in x and x'. x binary (N, H, W) -> (N,)."""
+        H, W = x.shape[-2:]
+        x_new = x.clone()
+        x_new[:, h, w] = 1 - x_new[:, h, w]
+        sites = [(h, w)] + [(h - dy, w - dx) for dy, dx in self.offsets if 0 <= h - dy < H and 0 <= w - dx < W]
+
+        def local(z):
+            cfg = parent_configs(z, self.offsets)                       # (N, H, W)
+            total = 0
+            for i, j in sites:
+                p1 = self.cpt[i, j, cfg[:, i, j]]
+                total = total + torch.where(z[:, i, j].bool(), p1, 1 - p1).log()
+            return total
+        return local(x_new) - local(x)
 
     # -- the shared interface (images as floats in [0, 1])
     def score(self, images) -> torch.Tensor:
@@ -133,13 +182,20 @@ The structure is chosen greedily by BIC (Algorithm 2, OPTIMIZESTRUCTURE):
 
 .. math::  \mathrm{BIC} = -\log L(D \mid \hat\theta_{ML}) + \tfrac{1}{2}\,\#\theta\,\log N,
 
-which decomposes over kernels (one free parameter per CPT row, one CPT per node). The kernels are
+which decomposes over kernels (one free parameter per CPT row, one CPT per node). This is half of the
+thesis's Eq. (3), :math:`k\ln n - 2\ln P(D\mid B^*)`: the same minimiser, the same greedy choices.
+Sec. 3.2 says relations "can come from 5 directions" (5n candidates per kernel) but lists four; we use
+the four listed (4n candidates), and keep the text's orientation for hidden relations. The kernels are
 trained (OPTIMIZEKERNELS) by gradient ascent on Eq. (8)'s log-likelihood gain
 :math:`\log L(D\mid BN) - \log L(D\mid BN')` of the network over the one without relations, with the
 threshold replaced by :math:`1/(1+e^{-8x})` in the backward pass (Eq. 9, Fig. 12). The CPTs are the ML
 (pseudo-count) estimates of the current binary data and enter the gradient as constants (at the ML
 estimate their own derivative vanishes); a node's parents enter through the multilinear interpolation of
-its CPT, which equals the table at binary parents.
+its CPT, which equals the table at binary parents. With ML CPTs, Eq. (8) is :math:`N` times the sum over
+nodes of the empirical mutual information :math:`\hat I(Z_i; \mathrm{Pa}_i)` between a node and its
+parents (:func:`family_loglik` minus the marginal log-likelihood; tested). ``hard + soft - soft.detach()``
+in :meth:`HiddenLayer.forward` is a straight-through estimator: its value is ``hard`` and its gradient
+that of ``soft``.
 
 Why this is no longer a Bayesian network (Sec. 3.2): a hidden node is a deterministic function of the
 pixels under its receptive field, yet the graph has no edges between layers and none between kernels
@@ -160,6 +216,7 @@ class HiddenBNSettings:
     lr: float = 0.008                # alpha of Algorithm 2 (on the gain per image and node, see fit)
     pseudo_count: float = 1.0        # as Sec. 3.1
     threshold: float = 0.3           # pixel binarisation (Sec. 3.1)
+    parents: str = "code"            # the pixel network's parents (PARENT_SETS), as BNSettings
 
 
 def shift(z: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -304,7 +361,7 @@ class HiddenBN(torch.nn.Module):
     def __init__(self, settings: HiddenBNSettings | None = None):
         super().__init__()
         self.s = settings or HiddenBNSettings()
-        self.pixels = PixelBN(BNSettings(self.s.threshold, self.s.pseudo_count))
+        self.pixels = PixelBN(BNSettings(self.s.threshold, self.s.pseudo_count, parents=self.s.parents))
         self.layers = torch.nn.ModuleList()
         chans, rf, stride = 1, 1, 1
         for k in self.s.kernels:

@@ -13,12 +13,20 @@ activations of the neighbours and another 8 inputs is the mask"). The error of a
 :math:`err_i = \hat a_i - a_i` (Eq. 11); training minimises :math:`\mathcal L^l = \sum_i err_i^2` (Eq. 12)
 **with the target detached** (Eq. 13), so the forward kernels learn to be good predictors of their
 neighbours, not to be easily predictable (an all-zero layer would otherwise be a perfect solution).
-Layers are trained one after the other (Algorithm 3). After training the errors are normalised per
-node by their training mean and standard deviation (Eq. 14), summed to a layer energy (Eq. 15) and
-the layer energies weighted (Eq. 16):
+Layers are trained one after the other (Algorithm 3; its update :math:`\theta = \theta + \alpha\,
+\partial\mathcal L/\partial\theta` would ascend the loss, a sign slip: we descend). After training the
+errors are normalised per node by their training mean and standard deviation (Eq. 14), summed to a layer
+energy (Eq. 15) and the layer energies weighted (Eq. 16):
 
 .. math::  \tilde e_{i,x} = \frac{|err_{i,x} - \mathrm{mean}(err_i)|}{\mathrm{std}(err_i)},\quad
            E^{[l]}(x) = \sum_i \tilde e_{i,x},\quad E(x) = \sum_l w_l E^{[l]}(x).
+
+Eqs. 14-15 are an L1 version of the "M" term of Matsubara et al. (a sum of standardised squared
+errors); a Gaussian negative log-likelihood of the errors would add :math:`\sum_i \log \mathrm{std}(err_i)`,
+their "A" term, which does not depend on the image and so cannot change a ranking. The thesis gives no
+floor for std; a node that is constant in training (a dead ReLU, an always-black pixel) has std 0, and a
+fixed floor of 1e-6 turns any error there into ~1e6. :data:`STD_FLOORS` names our choices; the default
+floors every std at a tenth of the layer's median node std (no node weighs more than ten typical ones).
 
 Weight sharing (Fig. 15). Each sideward MLP layer is *shared* (one weight for all nodes of the layer),
 *per kernel* (one per convolution kernel) or *per node*:
@@ -156,7 +164,34 @@ class IEMSettings:
     # Not given by the thesis (ours):
     epochs: int = 10                      # Algorithm 3 trains "while no convergence"
     optimizer: str = "adam"               # the thesis says "stochastic gradient descent"; "sgd" available
-    std_eps: float = 1e-6                 # floor of std(err_i) in Eq. 14
+    std_floor: str = "relative"           # Eq. 14's floor of std(err_i): see STD_FLOORS
+    std_floor_ratio: float = 0.1          # "relative"/"drop": a fraction of the layer's median node std
+    std_eps: float = 1e-6                 # "absolute": the fixed floor (our earlier default)
+
+
+STD_FLOORS = {
+    "relative": "std_i floored at std_floor_ratio x the median std of the layer's nodes (default)",
+    "drop": "nodes with std_i below std_floor_ratio x the layer's median std are left out of Eq. 15",
+    "absolute": "std_i floored at std_eps = 1e-6: a node constant in training weighs up to 1e6",
+}
+
+
+def floored_std(std: torch.Tensor, floor: str, ratio: float = 0.1, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 14's denominator for one layer's per-node training std (K, H, W): returns (std used, weight
+    of each node in Eq. 15: 1, or 0 for nodes left out). The *typical spread* of a layer is the median
+    std over its nodes (over the nodes that vary at all, if any do)."""
+    if floor not in STD_FLOORS:
+        raise ValueError(f"std_floor must be one of {sorted(STD_FLOORS)}, not {floor!r}")
+    keep = torch.ones_like(std)
+    if floor == "absolute":
+        return std.clamp_min(eps), keep
+    varying = std[std > 0]
+    typical = varying.median() if varying.numel() else std.new_tensor(1.0)
+    low = ratio * typical
+    if floor == "relative":
+        return torch.maximum(std, low).clamp_min(eps), keep
+    keep = (std >= low).to(std.dtype)                                  # "drop"
+    return std.clamp_min(eps), keep
 
 
 ALEXNET_SETTINGS = IEMSettings(distances=(1, 1, 1, 3, 1),                       # Table 6
@@ -228,6 +263,7 @@ class IntrospectiveEnergyModel(nn.Module):
                 prev = self.net(x, upto=l - 1)[-1]                               # a[l-1], fixed
             a = self.net.transitions[l - 1](self.net.normalise(prev) if l == 1 else prev)   # a[l]
         err = self.sideward[l](a) - a.detach()                                   # Eq. 13
+        self._target_energy = float((a.detach() ** 2).sum())                     # for the scale-free curve
         return (err ** 2).sum()
 
     # -- training (Algorithm 3) ------------------------------------------------------------------
@@ -241,17 +277,21 @@ class IntrospectiveEnergyModel(nn.Module):
         opt = opt_cls([{"params": self.sideward[l].parameters(), "lr": self.s.lr_sideward}]
                       + ([{"params": self.net.transitions[l - 1].parameters(), "lr": self.s.lr_forward}]
                          if l > 0 and self.s.train_forward else []))
-        history = []
+        history, relative = [], []
         for _ in tqdm(range(self.s.epochs), desc=f"IEM layer {l}", disable=not progress, leave=False):
             perm = torch.randperm(len(images), generator=generator)
-            total = 0.0
+            total, target = 0.0, 0.0
             for i in range(0, len(images), self.s.batch_size):
                 loss = self.layer_loss(images[perm[i:i + self.s.batch_size]], l)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 total += loss.item()
+                target += self._target_energy
             history.append(total / len(images))
+            relative.append(total / max(target, 1e-12))
+        self.relative_history = getattr(self, "relative_history", {})
+        self.relative_history[l] = relative
         return history
 
     def fit(self, images: torch.Tensor, generator: torch.Generator | None = None, progress: bool = True):
@@ -267,32 +307,46 @@ class IntrospectiveEnergyModel(nn.Module):
                                             for i in range(0, len(images), batch_size)])]
         for l, e in enumerate(errs):
             getattr(self, f"err_mean{l}").copy_(e.mean(0))
-            getattr(self, f"err_std{l}").copy_(e.std(0, unbiased=len(e) > 1).clamp_min(self.s.std_eps))
+            getattr(self, f"err_std{l}").copy_(e.std(0, unbiased=len(e) > 1))   # raw; floored when used
         self.calibrated = True
 
+    def node_std(self, l: int, floor: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(std used in Eq. 14, node weights in Eq. 15) of layer ``l`` under ``floor`` (default
+        ``settings.std_floor``; see :data:`STD_FLOORS`)."""
+        return floored_std(getattr(self, f"err_std{l}"), floor or self.s.std_floor, self.s.std_floor_ratio,
+                           self.s.std_eps)
+
+    def constant_nodes(self, l: int) -> int:
+        """Nodes of layer ``l`` whose training error never varied (std 0): the ones a 1e-6 floor blows up."""
+        return int((getattr(self, f"err_std{l}") <= 0).sum())
+
     # -- energies ---------------------------------------------------------------------------------
-    def normalised_errors(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """|err - mean| / std per node (Eq. 14), each (B, K_l, H_l, W_l)."""
+    def normalised_errors(self, x: torch.Tensor, floor: str | None = None) -> list[torch.Tensor]:
+        """|err - mean| / std per node (Eq. 14), times the node's weight (0 for nodes the ``"drop"`` floor
+        leaves out), each (B, K_l, H_l, W_l)."""
         if not self.calibrated:
             raise RuntimeError("IntrospectiveEnergyModel: call fit (or calibrate) before computing energies")
-        return [(e - getattr(self, f"err_mean{l}")).abs() / getattr(self, f"err_std{l}")
-                for l, e in enumerate(self.errors(x))]
+        out = []
+        for l, e in enumerate(self.errors(x)):
+            std, keep = self.node_std(l, floor)
+            out.append((e - getattr(self, f"err_mean{l}")).abs() / std * keep)
+        return out
 
     @torch.no_grad()
-    def layer_energies(self, x: torch.Tensor, normalise: bool = True) -> torch.Tensor:
+    def layer_energies(self, x: torch.Tensor, normalise: bool = True, floor: str | None = None) -> torch.Tensor:
         """(B, L): energy^[l] = sum_i |err_norm_i| (Eq. 15); ``normalise=False``: sum_i |err_i| (Fig. 16)."""
-        errs = self.normalised_errors(x) if normalise else [e.abs() for e in self.errors(x)]
+        errs = self.normalised_errors(x, floor) if normalise else [e.abs() for e in self.errors(x)]
         return torch.stack([e.flatten(1).sum(1) for e in errs], 1)
 
-    def energy(self, x: torch.Tensor, normalise: bool = True) -> torch.Tensor:
+    def energy(self, x: torch.Tensor, normalise: bool = True, floor: str | None = None) -> torch.Tensor:
         """Eq. 16: sum_l w_l energy^[l], shape (B,)."""
         w = torch.tensor(self.weights_l, dtype=torch.float32, device=self._device())
-        return self.layer_energies(x, normalise) @ w
+        return self.layer_energies(x, normalise, floor) @ w
 
     @torch.no_grad()
-    def energy_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def energy_maps(self, x: torch.Tensor, floor: str | None = None) -> list[torch.Tensor]:
         """Per-layer maps (B, 1, H_l, W_l): the sum over kernels of Eq. 14; each sums to energy^[l]."""
-        return [e.sum(1, keepdim=True) for e in self.normalised_errors(x)]
+        return [e.sum(1, keepdim=True) for e in self.normalised_errors(x, floor)]
 
     # -- the shared interface ----------------------------------------------------------------------
     @torch.no_grad()
@@ -310,6 +364,51 @@ class IntrospectiveEnergyModel(nn.Module):
                     * (mp.shape[-2] * mp.shape[-1]) / (S * S) for w, mp in zip(self.weights_l, maps))
             out.append(m.cpu())
         return torch.cat(out)
+
+    # -- health -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def health(self, images: torch.Tensor, name: str = "IEM", batch_size: int = 32):
+        """Health figures of a fitted model (:mod:`energyad.health`) on ``images`` (e.g. test images):
+        per layer, the training loss fell where its target is fixed (layer 0, or frozen kernels; where the
+        kernels train, the target moves and may grow, so the curve is only noted), the forward layer is not
+        dead (share of non-zero activations), and the energy depends on the image (its spread over
+        ``images``). Noted without a rule: how much the predictions vary with the input
+        (:func:`~energyad.health.output_dependence`; small for a good predictor where images differ by noise
+        no neighbour predicts), R^2 of the predictions against each node's mean over ``images`` (on aligned
+        objects that mean is a strong predictor no sideward model is asked to beat) and the number of
+        constant nodes."""
+        from ..health import Health, loss_drop, output_dependence
+
+        h = Health(name)
+        preds = [torch.cat(p, 1) for p in zip(*[[torch.stack([a, ah]) for a, ah in self.predictions(images[i:i + batch_size])]
+                                                for i in range(0, len(images), batch_size)])]   # per layer (2, N, K, H, W)
+        for l, pa in enumerate(preds):
+            a, ah = pa[0].cpu(), pa[1].cpu()
+            hist, rel = getattr(self, "history", None), getattr(self, "relative_history", {}).get(l)
+            if hist and len(hist[l]) >= 2:
+                drop = loss_drop(hist[l])
+                if l == 0 or not self.s.train_forward:                      # a fixed target: the loss must fall
+                    h.check(f"layer{l}_loss_drop", drop, drop > 0, "1 - last epoch / first epoch loss > 0")
+                else:                                                       # the target moves with the kernels
+                    h.note(f"layer{l}_loss_drop", drop)
+            if rel and len(rel) >= 2:
+                h.note(f"layer{l}_relative_loss_drop", loss_drop(rel))
+            r2 = 1 - float(((ah - a) ** 2).sum() / ((a - a.mean(0)) ** 2).sum().clamp_min(1e-12))
+            h.note(f"layer{l}_r2", r2)    # 1 - sum (a_hat - a)^2 / sum (a - mean over images of a)^2
+            # noted, not a rule: where images differ by noise that no neighbour predicts, the best sideward
+            # model predicts the mean and this ratio is small without anything being broken
+            h.note(f"layer{l}_prediction_dependence", output_dependence(a, ah) if a.std(0).mean() > 0 else 0.0)
+            if l > 0:
+                alive = float((a > 0).float().mean())
+                h.check(f"layer{l}_active_share", alive, alive > 0.01, "share of non-zero activations > 0.01")
+            if self.calibrated:
+                h.note(f"layer{l}_constant_nodes", self.constant_nodes(l))
+        if self.calibrated and len(images) > 1:
+            e = self.score(images, batch_size).double()
+            spread = float(e.std() / e.abs().mean().clamp_min(1e-12))
+            h.check("energy_spread", spread, spread > 0.01, "std(E) / mean|E| over the images > 0.01: the energy "
+                    "depends on the image")
+        return h
 
     # -- checkpoints -------------------------------------------------------------------------------
     def save(self, path) -> None:

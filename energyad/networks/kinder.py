@@ -23,7 +23,10 @@ Table 6 (the first four convolutions of AlexNet, frozen, images resized to 224 x
 
 Notes on the tables. The thesis gives no padding; we pad convolutions by ``size // 2`` ("same") for
 Table 4 and use torchvision's AlexNet paddings (2, 2, 1, 1) for Table 6. With stride-1 3x3 and 5x5
-convolutions Table 4's receptive fields follow as 4, 14, 34 and 58 (the table prints 66 for layer 4).
+convolutions Table 4's receptive fields follow as 4, 14, 34 and 58 (the table prints 66 for layer 4);
+Table 6's as 19, 67, 99 and 131 (the table prints 19, 83, 114 and 147): :func:`receptive_fields`.
+Table 4's input counts assume RGB (layer 0: 8 x (3 + 1) = 32); a grayscale category (grid, screw,
+zipper) loaded with its own single channel has 8 x (1 + 1) = 16 inputs there.
 Table 6's input counts omit the presence mask (the text, Sec. 4.1, adds it) and its layer-3 entry
 (9984 = 26 x 384) does not match 24 neighbour positions at distance 3; we build the sideward inputs
 from the stated neighbour distance and the mask (see :mod:`energyad.methods.kinder_iem`).
@@ -49,6 +52,19 @@ class Transition:
     padding: int | None = None
     pool: int = 2
     pool_stride: int = 2
+
+
+def receptive_fields(transitions) -> list[int]:
+    """Side of each layer's receptive field in pixels, [1, r_1, ..., r_L], by the usual recursion: a
+    window of side k at stride s on a layer whose nodes are ``jump`` pixels apart adds (k - 1) * jump
+    pixels and multiplies ``jump`` by s (convolution, then pooling)."""
+    rf, jump, out = 1, 1, [1]
+    for t in transitions:
+        rf, jump = rf + (t.size - 1) * jump, jump * t.stride
+        if t.pool:
+            rf, jump = rf + (t.pool - 1) * jump, jump * t.pool_stride
+        out.append(rf)
+    return out
 
 
 # Table 4: the cold-start architecture for MVTec at 300 x 300.
