@@ -33,12 +33,13 @@ RULES = (
                    "every cell of the table agrees with the paper's within the item's tolerance."),
 )
 
-# Library files whose change makes a chapter's results stale.
+# Library files whose change makes an experiment's results stale (by the longest matching id prefix).
 SOURCES = {
     "genc": ("experiments/genc.py", "methods/genc.py", "networks/genc.py"),
     "dehaene": ("experiments/dehaene.py", "methods/dehaene.py", "methods/zimmerer.py", "networks/bergmann_ae.py"),
     "matsubara": ("experiments/matsubara.py", "methods/matsubara.py", "networks/matsubara_vae.py", "data/toy.py"),
-    "kinder": ("experiments/kinder.py", "methods/kinder_bn.py", "methods/kinder_iem.py", "networks/kinder.py"),
+    "kinder-bn": ("experiments/kinder_bn.py", "methods/kinder_bn.py"),
+    "kinder-iem": ("experiments/kinder_iem.py", "methods/kinder_iem.py", "networks/kinder.py"),
     "compare": ("experiments/compare.py",),
 }
 # "X beats Y" needs a margin above this; "X is no worse than Y" allows it. It is below the bootstrap
@@ -130,7 +131,8 @@ def mnist_data(r) -> Data:
 def stale(r: dict, experiment: str, package: Path | None = None) -> str:
     """"" when the result's code is today's code, else why it is stale (or that it cannot tell)."""
     package = package or Path(__file__).resolve().parent
-    files = SOURCES.get(experiment.split("-")[0], ())
+    prefix = max((k for k in SOURCES if experiment.startswith(k)), key=len, default="")
+    files = SOURCES.get(prefix, ())
     sources = r["provenance"].get("sources")
     if sources:
         changed = [f for f in files if (package / f).exists()

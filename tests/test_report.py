@@ -80,12 +80,12 @@ def test_reproduced_needs_the_whole_data_and_every_cell(tmp_path):
     per = {d: v - 0.5 for d, v in PAPER_TABLE1.items() if d != "mean"}
     mean = sum(per.values()) / len(per)
     _write(tmp_path, "kinder-bn-mnist", "full", {"mean_auroc": mean, "auroc": per}, MNIST,
-           {"n_train": None, "n_test": None}, sources=_today(report.SOURCES["kinder"]))
+           {"n_train": None, "n_test": None}, sources=_today(report.SOURCES["kinder-bn"]))
     r = _row(report.rows([tmp_path], committed=False), "Table 1", "Kinder")
     assert r["status"] == "reproduced" and r["stale"] == ""
     per["8"] -= 5                                                 # one digit 5.5 points below: the mean still passes
     _write(tmp_path, "kinder-bn-mnist", "full", {"mean_auroc": sum(per.values()) / len(per), "auroc": per}, MNIST,
-           {"n_train": None, "n_test": None}, sources=_today(report.SOURCES["kinder"]))
+           {"n_train": None, "n_test": None}, sources=_today(report.SOURCES["kinder-bn"]))
     r = _row(report.rows([tmp_path], committed=False), "Table 1", "Kinder")
     assert r["status"] == "partly" and "cells outside" in r["why"]
     _write(tmp_path, "kinder-bn-mnist", "full", {"mean_auroc": mean, "auroc": per},
@@ -94,7 +94,7 @@ def test_reproduced_needs_the_whole_data_and_every_cell(tmp_path):
 
 
 def test_a_result_older_than_its_code_is_flagged_stale(tmp_path):
-    old = dict(_today(report.SOURCES["kinder"]), **{"methods/kinder_bn.py": "000000000000"})
+    old = dict(_today(report.SOURCES["kinder-bn"]), **{"methods/kinder_bn.py": "000000000000"})
     _write(tmp_path, "kinder-bn-mnist", "full", {"mean_auroc": 89.0, "auroc": {}}, MNIST, sources=old)
     r = _row(report.rows([tmp_path], committed=False), "Table 1", "Kinder")
     assert r["stale"] == "stale: methods/kinder_bn.py changed since the run"
