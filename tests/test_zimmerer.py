@@ -41,7 +41,7 @@ def test_scores_match_closed_forms_on_a_linear_vae():
     R = torch.eye(12, dtype=torch.float64) - V @ W                       # x - f(x) = R x
     rec = (xf @ R.T) ** 2
     grad_kl = xf @ (W.T @ W).T                                            # d/dx 1/2 |W x|^2
-    grad = 2 * xf @ (R.T @ R).T + grad_kl                                 # d/dx |R x|^2 + KL
+    grad = xf @ (R.T @ R).T + grad_kl                                     # d/dx 1/2 |R x|^2 + KL (L_r of the VAE)
     for k, ref in (("rec", rec), ("grad_kl", grad_kl.abs()), ("grad", grad.abs()),
                    ("rec_x_grad", rec * grad.abs()), ("rec_x_grad_kl", rec * grad_kl.abs())):
         assert torch.allclose(maps[k].flatten(1), ref, atol=1e-10), k
@@ -70,9 +70,12 @@ def test_improvement_rates_recompute_appendix_f_from_table_1():
     assert set(exp.PAPER_TABLE2["bottle"]) == set(zimmerer.SCORES) | {"projection"}
 
 
-def _tiny(s):
-    return dataclasses.replace(s, width=4, train=dh.AETrainSettings(lr=1e-3, epochs=1, n_train=16),
-                               projection=dataclasses.replace(s.projection, steps=3))
+LAX = dh.HealthRules(min_output_dependence=0.0, min_active_dims=0, min_loss_drop=-float("inf"))
+
+
+def _tiny(s, health=LAX):
+    return dataclasses.replace(s, width=4, train=dh.AETrainSettings(lr=1e-3, epochs=2, n_train=16),
+                               projection=dataclasses.replace(s.projection, steps=3), health=health)
 
 
 def test_zimmerer_and_convergence_experiments_on_a_tiny_category(syn_root, tmp_path, monkeypatch):
@@ -80,11 +83,13 @@ def test_zimmerer_and_convergence_experiments_on_a_tiny_category(syn_root, tmp_p
                         lambda categories=None, synthetic=False, need_masks=False: {"obj": syn_root})
     monkeypatch.setattr(exp, "ZIMMERER_QUICK", _tiny(exp.ZIMMERER_QUICK))
     res = exp.dehaene_zimmerer("quick", tmp_path, torch.device("cpu"))
-    assert set(res["metrics"]["obj"]) == set(exp.TABLE2_COLUMNS) | {"reconstruction_dssim"}
+    assert set(res["metrics"]["obj"]) == set(exp.TABLE2_COLUMNS) | {"reconstruction_dssim", "health",
+                                                                    "ablation_identity_covariance"}
+    assert res["metrics"]["obj"]["health"]["model"] == "vae on obj"
     monkeypatch.setattr(exp, "CONVERGENCE_QUICK", _tiny(exp.CONVERGENCE_QUICK))
     res = exp.dehaene_convergence("quick", tmp_path, torch.device("cpu"))
     c = res["metrics"]["obj"]
-    assert c["steps"] == [0] and len(c["none"]) == len(c["error"]) == 1    # 3 steps, recorded every 10
+    assert c["steps"] == [0, 2] and len(c["none"]) == len(c["error"]) == 2    # 3 steps, recorded every 2
     assert c["none"][0] == c["error"][0]                                  # both start from x_0
     assert (tmp_path / "dehaene-convergence-obj.png").is_file()
 
@@ -106,10 +111,17 @@ def test_inpaint_keeps_unmasked_pixels_and_reports_missing_celeba(tmp_path, monk
 
 def test_dehaene_mnist_code_path(tmp_path, monkeypatch):
     tiny = dataclasses.replace(exp.MNIST_QUICK, digits=(1,), n_train=32, n_test=40, width=4,
-                               train=dh.AETrainSettings(lr=1e-3, epochs=1), projection=dh.ProjectionSettings(steps=2))
-    monkeypatch.setattr(exp, "MNIST_QUICK", tiny)
+                               train=dh.AETrainSettings(lr=1e-3, epochs=2), projection=dh.ProjectionSettings(steps=2))
+    monkeypatch.setattr(exp, "MNIST_QUICK", dataclasses.replace(tiny, health=LAX))
     res = exp.dehaene_mnist("quick", tmp_path, torch.device("cpu"))
     assert set(res["metrics"]["auroc"]["1"]) == {"l2ae", "vae"}
+    assert set(res["metrics"]["health"]["1"]) == {"l2ae", "vae"} and "l2ae_sigmoid_digit_1" in res["metrics"]["ablation"]
+    assert (tmp_path / "dehaene-mnist-reconstructions-1.png").is_file()
+    # with the real rules, a model that cannot have learned (2 epochs on 32 images, lr 1e-9) stops the run
+    from energyad.health import DegenerateModelError
+    monkeypatch.setattr(exp, "MNIST_QUICK", dataclasses.replace(tiny, train=dh.AETrainSettings(lr=1e-9, epochs=2)))
+    with pytest.raises(DegenerateModelError, match="l2ae on digit 1"):
+        exp.dehaene_mnist("quick", tmp_path, torch.device("cpu"))
     assert set(res["metrics"]["mean_auroc"]["vae"]) == {"reconstruction", "projection"}
 
 

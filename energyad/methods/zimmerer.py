@@ -2,16 +2,16 @@ r"""Single-gradient pixel scores of a VAE (Zimmerer et al., 2018; 2019), the com
 al.'s Table 2 (appendix A).
 
 For a VAE :math:`f` with encoder :math:`q(z|x) = \mathcal N(\mu(x), \mathrm{diag}\,\sigma^2(x))` and the
-loss :math:`\mathcal L(x) = \|x - f(x)\|^2 + D_{KL}(q(z|x)\,\|\,p(z))` (evaluated at :math:`z = \mu`, as
-:func:`energyad.methods.dehaene.AutoencoderModel.loss_r` does), the five columns of Table 2 are,
-per pixel (summed over colour channels):
+loss :math:`\mathcal L(x) = L_r(x) + D_{KL}(q(z|x)\,\|\,p(z))` (the negative ELBO evaluated at :math:`z = \mu`;
+:math:`L_r = \tfrac12\|x - f(x)\|^2` for the VAE, :func:`energyad.methods.dehaene.AutoencoderModel.loss_r`),
+the five columns of Table 2 are, per pixel (summed over colour channels):
 
 ==========================  ===========================================================
-``rec``                     :math:`L_r(x) = (x - f(x))^2`
+``rec``                     :math:`(x - f(x))^2`
 ``grad``                    :math:`|\nabla_x \mathcal L(x)|`
-``rec_x_grad``              :math:`L_r(x) \odot |\nabla_x \mathcal L(x)|` ("combination of both")
+``rec_x_grad``              :math:`(x - f(x))^2 \odot |\nabla_x \mathcal L(x)|` ("combination of both")
 ``grad_kl``                 :math:`|\nabla_x D_{KL}(q(z|x)\,\|\,p(z))|`
-``rec_x_grad_kl``           :math:`L_r(x) \odot |\nabla_x D_{KL}|` (Zimmerer et al., 2019)
+``rec_x_grad_kl``           :math:`(x - f(x))^2 \odot |\nabla_x D_{KL}|` (Zimmerer et al., 2019)
 ==========================  ===========================================================
 
 Each is one evaluation of a gradient, where Dehaene et al. iterate (Eqs. 5 and 8); Table 2's last column
@@ -51,7 +51,7 @@ def score_maps(model, x: torch.Tensor, batch_size: int = 64) -> dict:
             xb = x[i:i + batch_size]
             with torch.no_grad():
                 rec = (xb - model.reconstruct(xb)).pow(2).sum(1, keepdim=True)
-            g = _input_grad(model.loss_r, xb).abs().sum(1, keepdim=True)
+            g = _input_grad(lambda v: model.loss_r(v) + kl_divergence(model, v), xb).abs().sum(1, keepdim=True)
             gk = _input_grad(lambda v: kl_divergence(model, v), xb).abs().sum(1, keepdim=True)
             for k, v in zip(SCORES, (rec, g, rec * g, gk, rec * gk)):
                 out[k].append(v.cpu())

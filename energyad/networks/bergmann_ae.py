@@ -13,9 +13,15 @@ Encoder for 128 x 128 inputs (LeakyReLU 0.2 after every layer but the last)::
     8      3x3    1       32         8
     9      8x8    1       latent d   1     (d = 100 in Dehaene et al.)
 
-The decoder mirrors it with transposed convolutions and ends in a sigmoid. For 64 x 64 (32 x 32)
-inputs the first one (two) stride-2 layers are left out, so every size reaches the same 8 x 8 map.
-With ``variational=True`` the last encoder layer outputs 2d channels: mean and log-variance.
+The decoder mirrors it with transposed convolutions and, as Bergmann et al.'s, has no output
+activation (``out_sigmoid=False``). An earlier version of ours ended in a sigmoid; with MNIST's black
+background the squared-error loss drives the sigmoid into saturation at 0, its gradient vanishes, and
+the L2AE got stuck at one output image for every input (see the Dehaene chapter). For
+64 x 64 (32 x 32) inputs the first one (two) stride-2 layers are left out, so every size reaches the same
+8 x 8 map. With ``variational=True`` the last encoder layer outputs 2d channels: mean and log-variance.
+Initialisation (ours; the papers give none): He et al.'s normal init for LeakyReLU(0.2), zero biases.
+With PyTorch's default init the signal shrinks at every one of the 18 layers, and the output at
+initialisation depends on the input only by a factor ~1e-7 (:func:`energyad.health.output_dependence`).
 ``width`` scales every channel count (32 = the paper's; the quick profile uses a narrower net).
 """
 from __future__ import annotations
@@ -43,7 +49,7 @@ def _spec(image_size: int, width: int = 32):
 
 class BergmannAE(nn.Module):
     def __init__(self, in_channels: int = 3, image_size: int = 128, latent: int = 100, variational: bool = False,
-                 width: int = 32):
+                 width: int = 32, out_sigmoid: bool = False):
         super().__init__()
         spec = _spec(image_size, width)
         enc, c = [], in_channels
@@ -62,12 +68,19 @@ class BergmannAE(nn.Module):
                 dec.append(nn.ConvTranspose2d(c, target, 4, 2, 1))
             else:
                 dec.append(nn.Conv2d(c, target, 3, 1, 1))
-            dec.append(nn.Sigmoid() if last else nn.LeakyReLU(0.2))
+            if not last:
+                dec.append(nn.LeakyReLU(0.2))
+            elif out_sigmoid:
+                dec.append(nn.Sigmoid())
             c = target
         self.decoder = nn.Sequential(*dec)
         self.variational, self.latent = variational, latent
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(m.weight, a=0.2, nonlinearity="leaky_relu")
+                nn.init.zeros_(m.bias)
         self.config = dict(in_channels=in_channels, image_size=image_size, latent=latent, variational=variational,
-                           width=width)
+                           width=width, out_sigmoid=out_sigmoid)
 
     def encode(self, x: torch.Tensor):
         h = self.encoder(x).flatten(1)                                               # (N, d) or (N, 2d)
