@@ -87,13 +87,17 @@ def real(d: dict) -> dict:
 
 
 def health_failures(obj, where: str = "") -> list[str]:
-    """Every health record (``{"model", "ok", "checks"}``) with ``ok`` false, anywhere in ``obj``."""
+    """Every health record (``{"model", "ok", "checks"}``) with ``ok`` false, anywhere in ``obj``;
+    records under a key that starts with "ablation" or "control" are deliberate failures (a run that
+    shows what breaks a model) and do not count."""
     out = []
     if isinstance(obj, dict):
         if "checks" in obj and "ok" in obj and obj.get("ok") is False:
             bad = [k for k, c in obj["checks"].items() if isinstance(c, dict) and c.get("ok") is False]
             out.append(f"{where or obj.get('model', 'model')}: {', '.join(bad) or 'failed'}")
         for k, v in obj.items():
+            if str(k).startswith(("ablation", "control")):
+                continue
             out += health_failures(v, f"{where}/{k}" if where else str(k))
     elif isinstance(obj, list):
         for i, v in enumerate(obj):
@@ -228,6 +232,8 @@ def _rates(r):
     from .experiments.dehaene import improvement_rates
 
     rates = 100 * improvement_rates(real(r["metrics"]))
+    if len(rates) == 0:
+        return ""
     return f"{len(rates)} cells, mean {rates.mean():+.2f} %, {int((rates < 0).sum())} below 0"
 
 

@@ -125,3 +125,9 @@ def test_paper_values_computed_from_tables_and_the_html_table_has_every_row(tmp_
     html = report.table([tmp_path], committed=False).to_html()
     assert html.count("<tr>") == len(rows) + 1 and "not run" in html
     assert "Tables 4, 6" in report.context_table().to_html()
+
+
+def test_a_deliberate_ablation_that_fails_its_health_does_not_count():
+    bad = {"model": "vae", "ok": False, "checks": {"kl": {"value": 0.0, "ok": False, "rule": ">0.1"}}}
+    assert report.health_failures({"cat": {"ablation_identity_covariance": {"health": bad}}}) == []
+    assert report.health_failures({"cat": {"vae": {"health": bad}}}) == ["cat/vae/health: kl"]
