@@ -17,10 +17,11 @@ def test_every_method_fits_scores_and_maps_through_the_interface(method):
     y = torch.tensor([0, 1] * 5)
     m = torch.zeros(10, 1, 28, 28)
     m[1::2, :, 5:9, 5:9] = 1
-    r = cmp.evaluate(method, x_tr, x_te, y, m, TINY, "cpu")
+    r = cmp.evaluate(method, x_tr, x_te, y, m, TINY, "cpu", require_health=False)   # tiny: health only recorded
     assert len(r["scores"]) == 10 and 0 <= r["image_auroc"] <= 1 and r["fit_seconds"] >= 0
     assert r["image_ci"]["low"] <= r["image_auroc"] <= r["image_ci"]["high"]
     assert ("pixel_auroc" in r) == (method != "kinder-bn")          # the pixel BN has no anomaly map
+    assert ("health" in r) == (method in ("dehaene", "matsubara", "kinder-iem"))
 
 
 def test_build_refuses_what_a_method_cannot_do():
@@ -55,11 +56,12 @@ def test_run_mnist_reports_paired_intervals_and_budgets_and_drops_the_scores(one
     yl = np.arange(120) % 3
     s = dataclasses.replace(cmp.COMPARE_MNIST_QUICK, digits=(0, 1), n_train=20, n_test=30, seeds=(0, 1),
                             methods=("kinder-bn", "matsubara"), method_settings=TINY)
+    s = dataclasses.replace(s, methods=("kinder-bn", "kinder-iem"))
     res = cmp.run_mnist(s, "cpu", None, ((x, yl), (x, yl)))
     iv = res["intervals"]
-    assert set(iv["methods"]) == {"kinder-bn", "matsubara"} and list(iv["differences"]) == ["kinder-bn - matsubara"]
+    assert set(iv["methods"]) == {"kinder-bn", "kinder-iem"} and list(iv["differences"]) == ["kinder-bn - kinder-iem"]
     for m, v in iv["methods"].items():
         assert v["low"] <= v["mean"] <= v["high"]
         assert v["mean"] == pytest.approx(res["auroc"][m]["mean"], abs=1e-9)   # seed-averaged, as the summary
-    assert "counting" in res["budget"]["kinder-bn"] and "1 epochs" in res["budget"]["matsubara"]
+    assert "counting" in res["budget"]["kinder-bn"] and "1 epochs" in res["budget"]["kinder-iem"]
     assert "scores" not in str(res)
