@@ -40,7 +40,9 @@ SOURCES = {
     "matsubara": ("experiments/matsubara.py", "methods/matsubara.py", "networks/matsubara_vae.py", "data/toy.py"),
     "kinder-bn": ("experiments/kinder_bn.py", "methods/kinder_bn.py"),
     "kinder-iem": ("experiments/kinder_iem.py", "methods/kinder_iem.py", "networks/kinder.py"),
-    "compare": ("experiments/compare.py",),
+    "compare": ("experiments/compare.py", "methods/genc.py", "networks/genc.py", "methods/dehaene.py",
+                "networks/bergmann_ae.py", "methods/matsubara.py", "networks/matsubara_vae.py", "methods/kinder_bn.py",
+                "methods/kinder_iem.py", "networks/kinder.py"),
 }
 # "X beats Y" needs a margin above this; "X is no worse than Y" allows it. It is below the bootstrap
 # standard error of one AUROC on a thousand test images (about 0.015), so it never hides a real gap.
