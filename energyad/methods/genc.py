@@ -1,30 +1,43 @@
 r"""Energy-based anomaly detection and localization (Genc et al., 2021).
 
 A convolutional network :math:`E_\theta(x)` defines :math:`p_\theta(x) = e^{-E_\theta(x)}/Z_\theta`.
-Maximum likelihood gives the contrastive-divergence gradient (Hinton, 2002)
+Since :math:`\nabla_\theta\log Z_\theta = -\mathbb E_{p_\theta}[\nabla_\theta E_\theta]`, the gradient of
+the negative mean log-likelihood is
 
 .. math::  \nabla_\theta \mathcal L = \mathbb E_{x\sim\text{data}}[\nabla_\theta E_\theta(x)]
            - \mathbb E_{x'\sim p_\theta}[\nabla_\theta E_\theta(x')],
 
-whose second term needs samples of the model. They come from short-run, non-persistent SGLD
-(Welling & Teh, 2011; Nijkamp et al., 2019): chains start from uniform noise and take a fixed number
-of Langevin steps (paper: 100)
+and the paper calls training with it contrastive divergence (Hinton, 2002; Sec. 3.1). Its second
+term needs samples of the model. They come from short-run, non-persistent SGLD (Welling & Teh, 2011;
+Nijkamp et al., 2019): chains start from uniform noise (not from the data, as in Hinton's CD-k) and
+take a fixed number of Langevin steps (paper: 100)
 
 .. math::  x_{t+1} = x_t - \eta\,\nabla_x E_\theta(x_t) + \sigma\,\epsilon_t,\quad \epsilon_t\sim\mathcal N(0, I),
 
-with no parameter gradients accumulated while sampling. (With :math:`\sigma^2 = 2\eta` this is the
-unadjusted Langevin algorithm, whose stationary law approaches :math:`p_\theta` as :math:`\eta\to 0`;
-short-run EBMs use a much smaller noise, which the model learns to compensate.)
+with no parameter gradients accumulated while sampling (the samples are detached).
+
+**The sampler's regime.** Without a clamp this is the unadjusted Langevin algorithm at temperature
+:math:`T = \sigma^2/(2\eta)`: writing :math:`E = T E'`, it is the :math:`T = 1` Langevin chain of
+:math:`E'` with step :math:`\eta T`, whose stationary law approaches :math:`p \propto e^{-E/T}` as the step
+goes to 0. Our defaults (:class:`SGLDSettings`: eta = 1, sigma = 0.005, so T = 1.25e-5) are a
+*low-temperature, short-run* Langevin chain: 20-100 steps from noise do not converge to anything
+(Nijkamp et al., 2019), and the learned energy is tuned so that this particular chain produces
+data-like images. The per-pixel clamp of :math:`\eta\,\partial E/\partial x` is a safety rail only: with
+the defaults it touches well under 20 % of pixel updates (recorded in ``TrainLog.clamped`` and checked
+by :func:`ebm_health`). An earlier default (eta = 10, clamp 0.03) clamped 60-95 % of updates, which made
+the chain sign-gradient descent, not Langevin dynamics.
 
 Scores (Sec. 2): the energy; the gradient map :math:`g(x) = \partial\log p_\theta(x)/\partial x
 = -\partial E_\theta/\partial x` (Eq. 1); its per-pixel, per-channel standardisation
 :math:`l_k(x) = (g_k(x) - \mu_k(x))/\sigma_k(x)` with the mean and standard deviation of the
 training gradient maps; pixel scores :math:`a(x) = (\sum_k |g_k|^r)^{1/r}` or with :math:`l_k`
-(Eq. 2, r = 1, 2); image scores :math:`A = (\sum_x |a(x)|^r)^{1/r}` (Eq. 3).
+(Eq. 2, r = 1, 2); image scores :math:`A = (\sum_x |a(x)|^r)^{1/r}` (Eq. 3). For a short-run model,
+:math:`-\partial E/\partial x` is the input gradient of a learned energy, read as "the gradient of the log
+density" only heuristically (the model matches moments of the short-run distribution, not of
+:math:`p_\theta`).
 
 The paper names neither step size, noise, learning rate nor regulariser; our defaults (marked
-"not in the paper") follow common short-run practice and are named settings, so the chapter can
-show what each does.
+"not in the paper") are named settings, so the chapter can show what each does.
 """
 from __future__ import annotations
 
@@ -36,16 +49,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..health import Health
+
 
 # ----------------------------------------------------------------------------- settings
 @dataclass
 class SGLDSettings:
     steps: int = 100                 # Sec. 3.1: "a fixed number of MCMC steps (100)"
-    step_size: float = 10.0          # eta, multiplies -dE/dx (not in the paper)
-    noise_std: float = 0.005         # sigma (not in the paper)
-    grad_clamp: float | None = 0.03  # per-pixel clamp of eta * dE/dx (not in the paper; None = off)
+    step_size: float = 1.0           # eta, multiplies -dE/dx (not in the paper)
+    noise_std: float = 0.005         # sigma (not in the paper); temperature sigma^2 / (2 eta) = 1.25e-5
+    grad_clamp: float | None = 0.1   # safety clamp of eta * dE/dx per pixel (not in the paper; None = off);
+    #                                  rarely reached with these defaults (see ebm_health)
     clip: tuple | None = (0.0, 1.0)  # keep samples in the image range (None = off)
     init: str = "uniform"            # Sec. 3.1: chains start from a uniform distribution
+
+    @property
+    def temperature(self) -> float:
+        """T = sigma^2 / (2 eta): the unclamped chain is the Langevin chain of exp(-E / T)."""
+        return self.noise_std ** 2 / (2 * self.step_size)
 
 
 @dataclass
@@ -54,7 +75,7 @@ class TrainSettings:
     batch_size: int = 64             # (not in the paper)
     lr: float = 1e-4                 # Adam (not in the paper)
     betas: tuple = (0.0, 0.999)      # Adam betas common for EBMs (not in the paper)
-    energy_reg: float = 0.1          # alpha * (E(x)^2 + E(x')^2), keeps energies near 0 (not in the paper)
+    energy_reg: float = 0.01         # alpha * (E(x)^2 + E(x')^2), bounds energies by ~1/(2 alpha) (not in the paper)
     persistent: bool = False         # the paper reports non-persistent training only
     buffer_size: int = 10_000        # replay buffer (the paper tried one; not in its results)
     reinit_prob: float = 0.05        # fraction of buffer chains restarted from noise each iteration
@@ -70,12 +91,34 @@ def uniform_noise(n: int, shape, generator=None, device=None) -> torch.Tensor:
     return torch.rand(n, *shape, generator=generator, device=device)
 
 
+@dataclass
+class SGLDStats:
+    """What a sampler did: how many pixel updates hit the clamp, and how large drift and noise were.
+
+    ``clamped_fraction`` near 1 means the chain is sign-gradient descent (every pixel moves by the
+    clamp), not Langevin dynamics; ``drift_per_step`` is the mean |eta dE/dx| before the clamp.
+    """
+    updates: int = 0          # pixel updates counted (pixels x steps)
+    clamped: int = 0          # of these, how many hit the clamp
+    drift_sum: float = 0.0    # sum of |eta dE/dx| before the clamp
+
+    @property
+    def clamped_fraction(self) -> float:
+        return self.clamped / max(self.updates, 1)
+
+    @property
+    def drift_per_step(self) -> float:
+        return self.drift_sum / max(self.updates, 1)
+
+
 def sgld_sample(energy_fn, x0: torch.Tensor, s: SGLDSettings, generator: torch.Generator | None = None,
-                return_chain: bool = False, record_every: int = 10):
+                return_chain: bool = False, record_every: int = 10, stats: SGLDStats | None = None):
     """Run ``s.steps`` Langevin steps from ``x0``; return the samples (and the chain if asked).
 
     Only the input receives gradients (``torch.autograd.grad`` with ``inputs=x``): parameters of
-    ``energy_fn`` never accumulate ``.grad`` here (Sec. 3.1).
+    ``energy_fn`` never accumulate ``.grad`` here (Sec. 3.1). The noise is drawn from ``generator``
+    (the run's generator, so that a seeded run is reproducible). If ``stats`` is given, it counts the
+    pixel updates that hit the clamp.
     """
     x = x0.detach().clone()
     chain = [x.clone()] if return_chain else None
@@ -83,9 +126,15 @@ def sgld_sample(energy_fn, x0: torch.Tensor, s: SGLDSettings, generator: torch.G
         x.requires_grad_(True)
         (grad,) = torch.autograd.grad(energy_fn(x).sum(), x)              # dE/dx, (N, C, H, W)
         step = s.step_size * grad
+        if stats is not None:
+            stats.updates += step.numel()
+            stats.drift_sum += step.abs().sum().item()
+            if s.grad_clamp is not None:
+                stats.clamped += int((step.abs() > s.grad_clamp).sum())
         if s.grad_clamp is not None:
             step = step.clamp(-s.grad_clamp, s.grad_clamp)
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype,
+                            device=generator.device if generator is not None else x.device).to(x.device)
         x = x.detach() - step + s.noise_std * noise
         if s.clip is not None:
             x = x.clamp(*s.clip)
@@ -119,12 +168,17 @@ class TrainLog:
     e_sample: list = field(default_factory=list)   # mean energy of the SGLD samples, per iteration
     loss: list = field(default_factory=list)
     events: list = field(default_factory=list)     # (iteration, what happened)
+    clamped: list = field(default_factory=list)    # fraction of SGLD pixel updates clamped, per iteration
+    drift: list = field(default_factory=list)      # mean |eta dE/dx| per pixel and step, per iteration
+    sgld: SGLDSettings | None = None               # the sampler's settings at the end (the guard may lower eta)
     seconds: float = 0.0
 
 
 def contrastive_divergence_loss(e_data: torch.Tensor, e_sample: torch.Tensor, energy_reg: float) -> torch.Tensor:
     """E[E(x)] - E[E(x')] + alpha * E[E(x)^2 + E(x')^2]: its gradient is the CD gradient plus a
-    small penalty that keeps energies bounded."""
+    small penalty that keeps energies bounded. The penalty alone would hold the data energy at the
+    minimum of E + alpha E^2, -1/(2 alpha), and the sample energy at +1/(2 alpha); a healthy run keeps
+    both well inside (``ebm_health``)."""
     return e_data.mean() - e_sample.mean() + energy_reg * (e_data.pow(2).mean() + e_sample.pow(2).mean())
 
 
@@ -134,7 +188,9 @@ def train_ebm(net: nn.Module, images: torch.Tensor, s: TrainSettings, generator:
 
     The guard: a non-finite loss, or one whose size exceeds ``spike_factor`` times its running scale,
     is an energy spike. Training then restores the last good copy of the network and optimiser,
-    multiplies the SGLD step size by ``step_decay`` and goes on; every event is logged.
+    multiplies the SGLD step size by ``step_decay`` and the noise by its square root (same temperature,
+    smaller steps) and goes on; every event is logged. The SGLD noise and the batches are drawn from
+    ``generator``; the log records, per iteration, the fraction of pixel updates that hit the clamp.
     ``inject_spike_at`` corrupts the weights at that iteration (used to show and test the guard).
     """
     import time
@@ -157,7 +213,8 @@ def train_ebm(net: nn.Module, images: torch.Tensor, s: TrainSettings, generator:
         else:
             x0 = uniform_noise(s.batch_size, images.shape[1:], generator)
         net.eval()
-        x_neg = sgld_sample(net, x0.to(device), sgld, generator=None)
+        st = SGLDStats()
+        x_neg = sgld_sample(net, x0.to(device), sgld, generator=generator, stats=st)
         net.train()
         if buffer is not None:
             buffer.store(x_neg, slots)
@@ -165,7 +222,7 @@ def train_ebm(net: nn.Module, images: torch.Tensor, s: TrainSettings, generator:
             with torch.no_grad():
                 for p in net.parameters():
                     p.mul_(1e4)
-        e_data, e_sample = net(x), net(x_neg)
+        e_data, e_sample = net(x), net(x_neg)       # x_neg is detached: the update uses grad_theta E(x') at fixed x'
         loss = contrastive_divergence_loss(e_data, e_sample, s.energy_reg)
         value = loss.item()
         spike = not math.isfinite(value) or (scale is not None and abs(value) > s.spike_factor * scale)
@@ -175,10 +232,11 @@ def train_ebm(net: nn.Module, images: torch.Tensor, s: TrainSettings, generator:
                                    "lower TrainSettings.lr or SGLDSettings.step_size.")
             net.load_state_dict(good[0])
             opt.load_state_dict(good[1])
-            sgld.step_size *= s.step_decay
+            sgld.step_size *= s.step_decay                   # eta -> decay * eta and sigma -> sqrt(decay) *
+            sgld.noise_std *= math.sqrt(s.step_decay)        # sigma keep the temperature sigma^2 / (2 eta)
             recoveries += 1
             log.events.append((it, f"energy spike (loss {value:.3g}): restored the last good state, "
-                                   f"SGLD step size -> {sgld.step_size:.3g}"))
+                                   f"SGLD step size -> {sgld.step_size:.3g}, noise -> {sgld.noise_std:.3g}"))
             continue
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -187,13 +245,70 @@ def train_ebm(net: nn.Module, images: torch.Tensor, s: TrainSettings, generator:
         log.e_data.append(e_data.mean().item())
         log.e_sample.append(e_sample.mean().item())
         log.loss.append(value)
+        log.clamped.append(st.clamped_fraction)
+        log.drift.append(st.drift_per_step)
         if (it + 1) % s.snapshot_every == 0:
             good = (copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict()))
         if progress and it % 20 == 0:
             bar.set_postfix(E_data=f"{log.e_data[-1]:.3f}", E_sample=f"{log.e_sample[-1]:.3f}")
     log.seconds = time.perf_counter() - t0
+    log.sgld = sgld
     net.eval()
     return log
+
+
+# ----------------------------------------------------------------------------- health
+@dataclass
+class HealthRules:
+    """What a trained EBM must show before its scores are reported (our rules, not the paper's)."""
+    max_clamped_fraction: float = 0.2    # at most this share of SGLD pixel updates hit the clamp (Langevin, not sign descent)
+    max_energy_vs_reg: float = 0.5       # final |mean energy| at most this fraction of 1/(2 alpha), where the regulariser alone would hold it
+    min_noise_gap: float = 0.0           # E(uniform noise) - E(training images) must exceed this
+    tail: float = 0.1                    # "final" = mean over the last 10% of iterations
+
+
+def ebm_health(model: "GencEBM", images: torch.Tensor, generator: torch.Generator | None = None,
+               rules: HealthRules | None = None, name: str = "Genc EBM") -> Health:
+    """Health figures of a trained EBM (``energyad.health.Health``).
+
+    - ``sgld_clamped_fraction``: share of all SGLD pixel updates during training that hit the clamp;
+      near 1 the "Langevin" chain is sign-gradient descent.
+    - ``final_energy_data`` / ``final_energy_samples``: mean energies over the last iterations. The
+      penalty alpha (E^2 + E'^2) alone would hold them at -/+ 1/(2 alpha) (the minimum of
+      E + alpha E^2); if they sit near that bound, the regulariser, not the data, sets them.
+    - ``energy_noise_minus_data``: E(uniform noise) - E(training images) > 0, the energy depends on its
+      input and tells the training data from the sampler's starting point.
+    - ``guard_events``: spikes the guard caught (recorded; a run that keeps spiking raises in training).
+    - ``sgld_temperature``, ``sgld_drift_per_step``: sigma^2 / (2 eta) and mean |eta dE/dx| (recorded).
+    """
+    rules = rules or HealthRules()
+    log, s = model.log, model.settings
+    h = Health(name)
+    if log is None or not log.loss:
+        h.check("trained_iterations", 0, False, "at least one parameter update")
+        return h
+    n = max(1, int(round(rules.tail * len(log.loss))))
+    tail = lambda v: float(sum(v[-n:]) / n)
+    h.check("loss_finite", all(math.isfinite(v) for v in log.loss), all(math.isfinite(v) for v in log.loss),
+            "every recorded loss is finite")
+    clamped = float(sum(log.clamped) / len(log.clamped))
+    h.check("sgld_clamped_fraction", clamped, clamped <= rules.max_clamped_fraction,
+            f"<= {rules.max_clamped_fraction} of SGLD pixel updates clamped")
+    h.note("sgld_clamped_fraction_final", tail(log.clamped))
+    h.note("sgld_drift_per_step", tail(log.drift))
+    h.note("sgld_temperature", (log.sgld or s.sgld).temperature)    # the guard keeps it when it lowers eta
+    bound = 1.0 / (2 * s.energy_reg) if s.energy_reg > 0 else math.inf
+    for key, v in (("final_energy_data", tail(log.e_data)), ("final_energy_samples", tail(log.e_sample))):
+        h.check(key, v, math.isfinite(v) and abs(v) <= rules.max_energy_vs_reg * bound,
+                f"|E| <= {rules.max_energy_vs_reg} * 1/(2 alpha) = {rules.max_energy_vs_reg * bound:.3g}")
+    with torch.no_grad():
+        x = images[:64]                                  # 64 images suffice for a mean; keeps the check cheap at 128 px
+        noise = uniform_noise(len(x), x.shape[1:], generator).to(x.device)
+        gap = float(energy(model.net, noise).mean() - energy(model.net, x).mean())
+    h.check("energy_noise_minus_data", gap, gap > rules.min_noise_gap,
+            f"E(uniform noise) - E(training images) > {rules.min_noise_gap}")
+    h.note("guard_events", len(log.events))
+    return h
 
 
 # ----------------------------------------------------------------------------- scores
@@ -252,10 +367,14 @@ class GencEBM:
         self.net, self.settings, self.kind, self.r = net, settings or TrainSettings(), kind, r
         self.standardizer = GradientStandardizer()
         self.log: TrainLog | None = None
+        self.health: Health | None = None     # set by fit(); callers stop on health.raise_if_failed()
 
-    def fit(self, images: torch.Tensor, generator=None, progress: bool = True, **kw) -> "GencEBM":
+    def fit(self, images: torch.Tensor, generator=None, progress: bool = True, rules: HealthRules | None = None,
+            **kw) -> "GencEBM":
+        """Train (``train_ebm``), fit the standardiser on the training gradient maps, record ``self.health``."""
         self.log = train_ebm(self.net, images, self.settings, generator, progress, **kw)
         self.standardizer.fit(gradient_map(self.net, images))
+        self.health = ebm_health(self, images, generator, rules)
         return self
 
     def maps(self, images: torch.Tensor, kind: str | None = None) -> torch.Tensor:
