@@ -21,7 +21,7 @@ def test_every_method_fits_scores_and_maps_through_the_interface(method):
     assert len(r["scores"]) == 10 and 0 <= r["image_auroc"] <= 1 and r["fit_seconds"] >= 0
     assert r["image_ci"]["low"] <= r["image_auroc"] <= r["image_ci"]["high"]
     assert ("pixel_auroc" in r) == (method != "kinder-bn")          # the pixel BN has no anomaly map
-    assert ("health" in r) == (method in ("dehaene", "matsubara", "kinder-iem"))
+    assert ("health" in r) == (method != "kinder-bn")                # counting has nothing to go wrong
 
 
 def test_build_refuses_what_a_method_cannot_do():
@@ -65,3 +65,12 @@ def test_run_mnist_reports_paired_intervals_and_budgets_and_drops_the_scores(one
         assert v["mean"] == pytest.approx(res["auroc"][m]["mean"], abs=1e-9)   # seed-averaged, as the summary
     assert "counting" in res["budget"]["kinder-bn"] and "1 epochs" in res["budget"]["kinder-iem"]
     assert "scores" not in str(res)
+
+
+def test_a_model_that_fails_its_health_checks_stops_the_comparison(one_thread):
+    from energyad.health import DegenerateModelError
+
+    g = torch.Generator().manual_seed(0)
+    x_tr, x_te = torch.rand(16, 1, 32, 32, generator=g), torch.rand(10, 1, 32, 32, generator=g)
+    with pytest.raises(DegenerateModelError, match="in the comparison"):
+        cmp.evaluate("dehaene", x_tr, x_te, torch.tensor([0, 1] * 5), None, TINY, "cpu")   # one epoch: no curve

@@ -113,6 +113,9 @@ class _Genc:
         self.m.fit(x.to(self.device), generator=generator, progress=False)
         return self
 
+    def health(self, x):
+        return self.m.health                     # recorded by GencEBM.fit on the training images
+
     def score(self, x):
         return self.m.score(x.to(self.device)).cpu()
 
