@@ -284,7 +284,7 @@ class CompareMnistSettings:
     method_settings: MethodSettings = field(default_factory=MethodSettings)
 
 
-COMPARE_MNIST_QUICK = CompareMnistSettings()
+COMPARE_MNIST_QUICK = CompareMnistSettings(seeds=(0, 1))
 COMPARE_MNIST_FULL = CompareMnistSettings(n_train=None, n_test=None, seeds=(0, 1, 2), method_settings=MethodSettings(
     genc_iterations=2000, genc_sgld_steps=60, ae_epochs=50, projection_steps=100, vae_epochs=50, iem_epochs=5))
 
@@ -354,7 +354,7 @@ class CompareMvtecSettings:
     method_settings: MethodSettings = field(default_factory=MethodSettings)
 
 
-COMPARE_MVTEC_QUICK = CompareMvtecSettings()
+COMPARE_MVTEC_QUICK = CompareMvtecSettings(seeds=(0, 1))
 COMPARE_MVTEC_FULL = CompareMvtecSettings(image_size=128, synthetic=False, seeds=(0, 1, 2),
                                           method_settings=COMPARE_MNIST_FULL.method_settings)
 
