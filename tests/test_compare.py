@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from energyad.experiments import compare as cmp
+from energyad.experiments import compare_tables as ct
 
 TINY = cmp.MethodSettings(genc_iterations=2, genc_sgld_steps=2, ae_epochs=1, projection_steps=2, vae_epochs=1,
                           iem_epochs=1)
@@ -74,3 +75,13 @@ def test_a_model_that_fails_its_health_checks_stops_the_comparison(one_thread):
     x_tr, x_te = torch.rand(16, 1, 32, 32, generator=g), torch.rand(10, 1, 32, 32, generator=g)
     with pytest.raises(DegenerateModelError, match="in the comparison"):
         cmp.evaluate("dehaene", x_tr, x_te, torch.tensor([0, 1] * 5), None, TINY, "cpu")   # one epoch: no curve
+
+
+def test_verdicts_follow_the_intervals_and_rows_carry_them():
+    assert ct.verdict({"low": 0.01, "high": 0.05}, "a", "b") == "a ahead"
+    assert ct.verdict({"low": -0.05, "high": -0.01}, "a", "b") == "b ahead"
+    assert ct.verdict({"low": -0.01, "high": 0.02}, "a", "b").startswith("tie")
+    iv = {"methods": {}, "differences": {"genc - dehaene": {"difference": 0.03, "low": -0.01, "high": 0.07}}}
+    assert ct.pair_rows(iv) == [{"pair": "genc − dehaene", "difference (points) [95% interval]": "+3.0 [-1.0, +7.0]",
+                                  "verdict": "tie (the interval contains 0)"}]
+    assert {r["source"] for r in ct.reference_rows("mvtec")} == {"roth2022patchcore", "defard2021padim"}
