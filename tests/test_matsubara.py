@@ -167,17 +167,19 @@ def test_patch_decompose_equals_decomposing_each_crop():
 def test_matsubara_mvtec_quick_path_on_tiny_categories(syn_root, tmp_path, monkeypatch, tolerate_untrained):
     from energyad.experiments import matsubara as exp
 
-    tiny = dataclasses.replace(exp.PATCH_QUICK, n_crops=32, n_c=4, n_z=2, stride=16, map_stride=16,
+    tiny = dataclasses.replace(exp.PATCH_QUICK, patch=32, image_size=64, mask_size=64, n_crops=32, n_c=4, n_z=2,
+                               stride=16, map_stride=16,
                                vae=mt.VAESettings(epochs=1, batch_size=16))
     monkeypatch.setattr(exp, "PATCH_QUICK", tiny)
     monkeypatch.setattr("energyad.experiments.mvtec_categories",
-                        lambda categories=None, synthetic=False: {"tex": syn_root, "obj": syn_root})
+                        lambda categories=None, synthetic=False, need_masks=False: {"tex": syn_root, "obj": syn_root})
     res = exp.matsubara_mvtec("quick", tmp_path, torch.device("cpu"))
     assert set(res["metrics"]["auroc"]) == {"tex", "obj"}
     assert all(set(a) == {"L", "D", "A", "M"} for a in res["metrics"]["auroc"].values())
     assert set(res["metrics"]["health"]) == {"tex", "obj"}
     assert "active_latent_dims" in res["metrics"]["health"]["obj"]["checks"]
     assert (tmp_path / "matsubara-mvtec-heatmap-obj.png").is_file()
+    assert set(res["metrics"]["pixel_auroc"]["obj"]) == {"L", "D", "A", "M"} and res["metrics"]["stand_in"] is False
 
 
 def test_matsubara_mnist_toy_full_profile_code_path(tmp_path, monkeypatch, tolerate_untrained):

@@ -94,19 +94,44 @@ def _loader(images: torch.Tensor, batch_size: int, generator):
         yield images[order[i:i + batch_size]]
 
 
+class History(list):
+    """The mean training loss per epoch; a list with ``state_dict`` / ``load_state_dict``, so that a
+    resumable loop (:mod:`energyad.experiments.resume`) saves and restores it with the model."""
+
+    def state_dict(self) -> dict:
+        return {"values": list(self)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self[:] = state["values"]
+
+
+def plain_loop(total: int, state: dict, step, generator=None) -> None:
+    """Run ``step(i)`` for ``i`` in ``range(total)`` (the default ``loop`` of :func:`train`)."""
+    for i in range(total):
+        step(i)
+
+
 def train(model: nn.Module, images, s: VAESettings, loss_fn, generator=None, progress: bool = True,
-          desc: str = "training") -> list:
+          desc: str = "training", loop=None) -> list:
     """Adam on ``loss_fn(model, batch)`` for ``s.epochs`` epochs; returns the mean loss per epoch.
 
     ``images`` is a tensor (the same images every epoch, reshuffled) or a callable ``draw(epoch)``
     returning that epoch's images (fresh random crops every epoch, Sec. V: "a training sample was
-    randomly cropped")."""
+    randomly cropped").
+
+    ``loop(total, state, step, generator)`` runs ``step(epoch)`` for the epochs; ``state`` holds the
+    model, the optimiser and the loss history (objects with ``state_dict``), ``generator`` is the one
+    the epochs draw from. The default runs them all; an experiment passes a resumable loop
+    (``energyad.experiments.resume.resumable_loop``) that saves ``state`` and every random state, and
+    stops and resumes at a time limit."""
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
     opt = torch.optim.Adam(model.parameters(), lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
-    history = []
-    for epoch in tqdm(range(s.epochs), desc=desc, disable=not progress, leave=False):
+    history = History()
+    bar = tqdm(total=s.epochs, desc=desc, disable=not progress, leave=False)
+
+    def epoch_step(epoch: int) -> None:
         model.train()
         total, n = 0.0, 0
         data = images(epoch) if callable(images) else images
@@ -120,8 +145,12 @@ def train(model: nn.Module, images, s: VAESettings, loss_fn, generator=None, pro
             opt.step()
             total, n = total + loss.item() * len(xb), n + len(xb)
         history.append(total / max(n, 1))
+        bar.update(1)
+
+    (loop or plain_loop)(s.epochs, {"model": model, "optimizer": opt, "history": history}, epoch_step, generator)
+    bar.close()
     model.eval()
-    return history
+    return list(history)
 
 
 def ae_loss(ae, x: torch.Tensor) -> torch.Tensor:
@@ -294,6 +323,22 @@ def patch_decompose(vae, images: torch.Tensor, patch: int = 96, stride: int = 16
     return {k: parts[k].cpu().view(len(images), nh, nw) for k in ("L", "D", "A", "M")}
 
 
+def patch_pixel_map(maps: torch.Tensor, patch: int, stride: int, size) -> torch.Tensor:
+    """Patch scores (N, nh, nw) from :func:`patch_decompose` as pixel maps (N, 1, H, W): each pixel gets
+    the mean score of the patches that contain it (for pixel AUROC and AUPRO against the masks; the
+    paper shows the patch scores only as heat maps). Pixels no patch reaches (the right and bottom
+    edges when ``stride`` does not divide ``size - patch``) take the nearest covered pixel's value."""
+    H, W = (size, size) if isinstance(size, int) else tuple(size)
+    N, nh, nw = maps.shape
+    h, w = patch + (nh - 1) * stride, patch + (nw - 1) * stride          # the covered region
+    if h > H or w > W:
+        raise ValueError(f"a {nh}x{nw} grid of {patch} px patches with stride {stride} does not fit {H}x{W}")
+    m = maps.double().reshape(N, 1, nh * nw).expand(N, patch * patch, nh * nw)
+    summed = F.fold(m, (h, w), patch, stride=stride)                      # (N, 1, h, w)
+    count = F.fold(torch.ones_like(m[:1]), (h, w), patch, stride=stride)  # patches per pixel
+    return F.pad(summed / count, (0, W - w, 0, H - h), mode="replicate").float()
+
+
 def random_crops(images: torch.Tensor, n: int, patch: int = 96, generator=None) -> torch.Tensor:
     """``n`` random ``patch`` x ``patch`` training crops (Sec. V: random 96x96 crops of 640x480 images);
     :meth:`MatsubaraVAEDetector.fit_crops` draws fresh ones every epoch."""
@@ -309,15 +354,18 @@ class MatsubaraVAEDetector:
         self.vae, self.settings, self.score_kind = vae, settings or VAESettings(), score_kind
         self.history: list = []
 
-    def fit(self, images: torch.Tensor, generator=None, progress: bool = True) -> "MatsubaraVAEDetector":
-        self.history = train(self.vae, images, self.settings, negative_elbo_sampled, generator, progress, "VAE")
+    def fit(self, images: torch.Tensor, generator=None, progress: bool = True, loop=None) -> "MatsubaraVAEDetector":
+        self.history = train(self.vae, images, self.settings, negative_elbo_sampled, generator, progress, "VAE",
+                             loop)
         return self
 
     def fit_crops(self, images: torch.Tensor, n_crops: int, patch: int, generator=None,
-                  progress: bool = True) -> "MatsubaraVAEDetector":
-        """Train on ``n_crops`` fresh random ``patch`` x ``patch`` crops of ``images`` every epoch (Sec. V)."""
+                  progress: bool = True, loop=None) -> "MatsubaraVAEDetector":
+        """Train on ``n_crops`` fresh random ``patch`` x ``patch`` crops of ``images`` every epoch (Sec. V);
+        ``loop``: see :func:`train` (a resumable loop in the experiments)."""
         draw = lambda epoch: random_crops(images, n_crops, patch, generator)
-        self.history = train(self.vae, draw, self.settings, negative_elbo_sampled, generator, progress, "VAE")
+        self.history = train(self.vae, draw, self.settings, negative_elbo_sampled, generator, progress, "VAE",
+                             loop)
         return self
 
     def health(self, images: torch.Tensor) -> Health:
