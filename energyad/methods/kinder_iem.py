@@ -267,36 +267,64 @@ class IntrospectiveEnergyModel(nn.Module):
         return (err ** 2).sum()
 
     # -- training (Algorithm 3) ------------------------------------------------------------------
+    def _optimiser(self, l: int) -> torch.optim.Optimizer:
+        opt_cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[self.s.optimizer]
+        return opt_cls([{"params": self.sideward[l].parameters(), "lr": self.s.lr_sideward}]
+                       + ([{"params": self.net.transitions[l - 1].parameters(), "lr": self.s.lr_forward}]
+                          if l > 0 and self.s.train_forward else []))
+
     def fit_layer(self, images: torch.Tensor, l: int, generator: torch.Generator | None = None,
                   progress: bool = True) -> list[float]:
         """Train layer ``l``'s sideward models (and its transition, if ``train_forward``); returns the
         mean loss per image of every epoch."""
+        plan = _FitPlan(len(images), self.s.batch_size, self.s.epochs, (l,))
+        opt = self._optimiser(l)
+        for i in range(plan.total):
+            self._fit_step(images, plan, {l: opt}, i, generator)
+        self.relative_history = getattr(self, "relative_history", {})
+        self.relative_history[l] = plan.relative[l]
+        return plan.history[l]
+
+    def _fit_step(self, images, plan: "_FitPlan", opts: dict, i: int, generator) -> None:
+        """Step ``i`` of Algorithm 3's schedule: one batch of one epoch of one layer (a new epoch
+        draws its permutation from ``generator``)."""
+        l, epoch, b = plan.where(i)
+        if b == 0:
+            plan.perm = torch.randperm(plan.n, generator=generator)
+            plan.total_loss, plan.target = 0.0, 0.0
+        loss = self.layer_loss(images[plan.perm[b * plan.batch:(b + 1) * plan.batch]], l)
+        opts[l].zero_grad()
+        loss.backward()
+        opts[l].step()
+        plan.total_loss += loss.item()
+        plan.target += self._target_energy
+        if b == plan.batches - 1:
+            plan.history[l].append(plan.total_loss / plan.n)
+            plan.relative[l].append(plan.total_loss / max(plan.target, 1e-12))
+
+    def fit(self, images: torch.Tensor, generator: torch.Generator | None = None, progress: bool = True,
+            loop=None):
+        """Algorithm 3: layer 0, then each new transition with its sideward models; then Eq. 14 statistics.
+
+        The whole schedule (layers x epochs x batches) runs as ``loop(key, total, state, step, generator)``:
+        by default a plain loop; :func:`energyad.experiments.resume.resumable_loop` makes it stop at a
+        deadline and continue later (``state`` holds the model, every layer's optimiser and the
+        schedule's progress: permutation of the epoch, loss sums, histories)."""
         from tqdm.auto import tqdm
 
-        opt_cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[self.s.optimizer]
-        opt = opt_cls([{"params": self.sideward[l].parameters(), "lr": self.s.lr_sideward}]
-                      + ([{"params": self.net.transitions[l - 1].parameters(), "lr": self.s.lr_forward}]
-                         if l > 0 and self.s.train_forward else []))
-        history, relative = [], []
-        for _ in tqdm(range(self.s.epochs), desc=f"IEM layer {l}", disable=not progress, leave=False):
-            perm = torch.randperm(len(images), generator=generator)
-            total, target = 0.0, 0.0
-            for i in range(0, len(images), self.s.batch_size):
-                loss = self.layer_loss(images[perm[i:i + self.s.batch_size]], l)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item()
-                target += self._target_energy
-            history.append(total / len(images))
-            relative.append(total / max(target, 1e-12))
-        self.relative_history = getattr(self, "relative_history", {})
-        self.relative_history[l] = relative
-        return history
+        plan = _FitPlan(len(images), self.s.batch_size, self.s.epochs, tuple(range(self.n_layers)))
+        opts = {l: self._optimiser(l) for l in range(self.n_layers)}
+        bar = tqdm(total=plan.total, desc="IEM (Algorithm 3)", disable=not progress, leave=False)
 
-    def fit(self, images: torch.Tensor, generator: torch.Generator | None = None, progress: bool = True):
-        """Algorithm 3: layer 0, then each new transition with its sideward models; then Eq. 14 statistics."""
-        self.history = [self.fit_layer(images, l, generator, progress) for l in range(self.n_layers)]
+        def step(i):
+            self._fit_step(images, plan, opts, i, generator)
+            bar.update(1)
+
+        state = {"model": self, "schedule": plan, **{f"optimiser{l}": o for l, o in opts.items()}}
+        (loop or _plain_loop)("iem-fit", plan.total, state, step, generator)
+        bar.close()
+        self.history = [plan.history[l] for l in range(self.n_layers)]
+        self.relative_history = {l: plan.relative[l] for l in range(self.n_layers)}
         self.calibrate(images)
         return self
 
@@ -427,3 +455,36 @@ class IntrospectiveEnergyModel(nn.Module):
         self.load_state_dict(ckpt["state_dict"])
         self.calibrated = ckpt["calibrated"]
         return self
+
+
+def _plain_loop(key, total, state, step, generator=None):
+    for i in range(total):
+        step(i)
+    return total
+
+
+class _FitPlan:
+    """Algorithm 3's schedule as numbered steps (layer, epoch, batch) and its running sums; has
+    ``state_dict``/``load_state_dict`` so that a resumable loop can save and restore it mid-epoch."""
+
+    def __init__(self, n: int, batch: int, epochs: int, layers: tuple):
+        self.n, self.batch, self.epochs, self.layers = n, batch, epochs, layers
+        self.batches = -(-n // batch)
+        self.total = len(layers) * epochs * self.batches
+        self.perm, self.total_loss, self.target = None, 0.0, 0.0
+        self.history = {l: [] for l in layers}
+        self.relative = {l: [] for l in layers}
+
+    def where(self, i: int) -> tuple[int, int, int]:
+        per_layer = self.epochs * self.batches
+        return self.layers[i // per_layer], (i % per_layer) // self.batches, i % self.batches
+
+    def state_dict(self) -> dict:
+        return {"perm": self.perm, "total_loss": self.total_loss, "target": self.target,
+                "history": {l: list(h) for l, h in self.history.items()},
+                "relative": {l: list(h) for l, h in self.relative.items()}}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.perm, self.total_loss, self.target = d["perm"], d["total_loss"], d["target"]
+        self.history = {l: list(h) for l, h in d["history"].items()}
+        self.relative = {l: list(h) for l, h in d["relative"].items()}
