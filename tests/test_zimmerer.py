@@ -83,8 +83,11 @@ def test_zimmerer_and_convergence_experiments_on_a_tiny_category(syn_root, tmp_p
                         lambda categories=None, synthetic=False, need_masks=False: {"obj": syn_root})
     monkeypatch.setattr(exp, "ZIMMERER_QUICK", _tiny(exp.ZIMMERER_QUICK))
     res = exp.dehaene_zimmerer("quick", tmp_path, torch.device("cpu"))
-    assert set(res["metrics"]["obj"]) == set(exp.TABLE2_COLUMNS) | {"reconstruction_dssim", "health",
+    assert set(res["metrics"]["obj"]) == set(exp.TABLE2_COLUMNS) | {"reconstruction_dssim", "health", "test",
                                                                     "ablation_identity_covariance"}
+    assert res["metrics"]["stand_in"] is False
+    t = res["metrics"]["obj"]["test"]                                     # 3 good + 2 x 3 defect images, masks at the quick 256 px
+    assert (t["good"], t["defect"], t["mask_size"]) == (3, 6, 256) and 0 < t["defect_pixel_share"] < 1
     assert res["metrics"]["obj"]["health"]["model"] == "vae on obj"
     monkeypatch.setattr(exp, "CONVERGENCE_QUICK", _tiny(exp.CONVERGENCE_QUICK))
     res = exp.dehaene_convergence("quick", tmp_path, torch.device("cpu"))

@@ -143,17 +143,45 @@ class AETrainSettings:
     kl_warmup: int = 0        # ours: epochs over which the KL weight rises linearly from 0 to 1 (VAEs)
 
 
+class History(list):
+    """The mean squared reconstruction error per pixel after each epoch; a list with ``state_dict`` /
+    ``load_state_dict``, so that a resumable loop (:mod:`energyad.experiments.resume`) saves and restores
+    it together with the model and the optimiser."""
+
+    def state_dict(self) -> dict:
+        return {"values": list(self)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self[:] = state["values"]
+
+
+def plain_loop(total: int, state: dict, step, generator=None) -> None:
+    """Run ``step(i)`` for ``i`` in ``range(total)``: the default ``loop`` of :func:`train_autoencoder`."""
+    for i in range(total):
+        step(i)
+
+
 def train_autoencoder(model: AutoencoderModel, images: torch.Tensor, s: AETrainSettings, generator=None,
-                      progress: bool = True) -> list:
-    """Adam on the mean training loss (:meth:`AutoencoderModel.train_loss`); returns the mean squared
-    reconstruction error per pixel after each epoch (a positive curve for every kind, for the health
-    check :func:`energyad.health.loss_drop`)."""
+                      progress: bool = True, loop=None) -> list:
+    """Adam on the mean training loss (:meth:`AutoencoderModel.train_loss`); returns, after each epoch,
+    the reconstruction error per pixel that the model is trained to lower: the squared error for the
+    L2AE, the VAE and the γ-VAE, DSSIM for the DSAE (a positive curve for every kind, for the health
+    check :func:`energyad.health.loss_drop`). The DSAE is checked on DSSIM because its squared error
+    need not fall: on transistor at the quick settings (32 px, 10 epochs) it rose from 0.26 to 0.36
+    per pixel while DSSIM fell from 0.39 to 0.10.
+
+    ``loop(total, state, step, generator)`` runs ``step(epoch)`` for the ``s.epochs`` epochs; ``state``
+    holds the model, the optimiser and the history (objects with ``state_dict``), ``generator`` is the
+    one the epochs draw from. The default (:func:`plain_loop`) runs them all; a full-profile experiment
+    passes :func:`energyad.experiments.resume.resumable_loop`, which saves ``state`` and every random
+    state and stops at ``--max-minutes``."""
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
     opt = torch.optim.Adam(model.parameters(), lr=s.lr)
-    hist = []
-    for ep in range(s.epochs):
+    hist = History()
+
+    def epoch(ep: int) -> None:
         model.train()
         beta = min(1.0, (ep + 1) / s.kl_warmup) if s.kl_warmup > 0 else 1.0
         order = torch.randperm(len(images), generator=generator)
@@ -169,10 +197,14 @@ def train_autoencoder(model: AutoencoderModel, images: torch.Tensor, s: AETrainS
         with torch.no_grad():
             for i in range(0, len(images), 256):
                 xb = images[i:i + 256].to(device)
-                se += (xb - model.reconstruct(xb)).pow(2).sum().item()
+                rec = model.reconstruct(xb)
+                err = dssim_map(xb, rec) * xb.shape[1] if model.kind == "dsae" else (xb - rec).pow(2)
+                se += err.sum().item()
         hist.append(se / images.numel())
+
+    (loop or plain_loop)(s.epochs, {"model": model, "optimizer": opt, "history": hist}, epoch, generator)
     model.eval()
-    return hist
+    return list(hist)
 
 
 @dataclass
@@ -201,7 +233,7 @@ def autoencoder_health(model: AutoencoderModel, x: torch.Tensor, hist, rules: He
             h.check("loss_drop", H.loss_drop(hist), H.loss_drop(hist) >= r.min_loss_drop, f">= {r.min_loss_drop}")
         else:
             h.check("loss_drop", None, False, "needs a training curve of >= 2 epochs")
-        h.note("final_mse", hist[-1])
+        h.note("final_mse" if model.kind != "dsae" else "final_dssim", hist[-1])
         if model.variational:
             mus, lvs = zip(*[model.net.encode(x[i:i + 256]) for i in range(0, len(x), 256)])
             kl = H.kl_per_dimension(torch.cat(mus), torch.cat(lvs))
