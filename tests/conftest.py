@@ -24,3 +24,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def carpet_data_root(tmp_path, monkeypatch):
+    """A data root holding one real-layout MVTec AD category the project does not ship: "carpet" (a
+    texture, masks included, 64 px files), with its own cache folder. Experiments pointed at it must run
+    on it and report pixel numbers."""
+    root = tmp_path / "data"
+    synthetic.write_synthetic_mvtec(root / "mvtec_ad", "carpet", "texture", n_train=6, n_test_good=3,
+                                    n_test_defect=2, size=64, seed=2)
+    monkeypatch.setenv("ENERGYAD_DATA", str(root))
+    monkeypatch.setenv("ENERGYAD_CACHE", str(tmp_path / "cache"))
+    return root

@@ -24,15 +24,10 @@ def tolerate_untrained(monkeypatch):
 
 
 @pytest.fixture
-def carpet_only(tmp_path, monkeypatch):
-    """A data root holding one real-layout MVTec AD category that the project does not ship: carpet."""
-    root = tmp_path / "data"
-    synthetic.write_synthetic_mvtec(root / "mvtec_ad", "carpet", "texture", n_train=6, n_test_good=3,
-                                    n_test_defect=2, size=64, seed=2)
-    monkeypatch.setenv("ENERGYAD_DATA", str(root))
-    monkeypatch.setenv("ENERGYAD_CACHE", str(tmp_path / "cache"))
+def carpet_only(carpet_data_root, monkeypatch):
+    """The conftest's carpet-only data root, with this chapter's tiny settings."""
     monkeypatch.setattr(exp, "PATCH_QUICK", TINY)
-    return root
+    return carpet_data_root
 
 
 def test_patch_pixel_map_is_the_mean_of_the_covering_patches():
