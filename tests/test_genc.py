@@ -134,19 +134,21 @@ UNTRAINED = genc.HealthRules(min_noise_gap=-math.inf)
 @pytest.mark.skipif(not __import__("energyad.config", fromlist=["data_root"]).data_root()
                     .joinpath("mvtec_ad_256/bottle").is_dir(), reason="no MVTec bottle copy under ENERGYAD_DATA")
 def test_genc_mvtec_full_profile_runs_on_the_bottle_copy(tmp_path, monkeypatch):
-    """The full profile (Table 3 network at 128 px) on the real bottle copy, training cut to 2 updates:
-    detection AUROCs for the three scores; no localization, as the copy has no masks."""
+    """The full profile (Table 3 network at 128 px, its resumable training loop) on the real bottle copy,
+    training cut to 2 updates on 32 images (all test images scored): detection AUROCs for the three
+    scores; no localization, as the copy has no masks."""
     from energyad.experiments import genc as exp
     from energyad.experiments.runner import run
 
     monkeypatch.setattr(exp, "MVTEC_FULL", dataclasses.replace(exp.MVTEC_FULL, train=_short(exp.MVTEC_FULL.train),
-                                                               health=UNTRAINED))
+                                                               health=UNTRAINED, categories=("bottle",),
+                                                               max_train_images=32))
     res = run("genc-mvtec", "full", tmp_path, "cpu")
     m = res["metrics"]["bottle"]
     assert res["config"]["image_size"] == 128 and res["config"]["widths"] == list(exp.TABLE3_WIDTHS)
     assert set(m["detection"]) == {"energy", "raw", "std"}
     assert all(0.0 <= v <= 1.0 for v in m["detection"].values())
-    assert m["localization"] is None
+    assert m["localization"] is None and list(res["metrics"]) == ["bottle", "health"]
     h = res["metrics"]["health"]["bottle"]
     assert h["checks"]["sgld_clamped_fraction"]["ok"] and "final_energy_data" in h["checks"]
     assert res["paper"]["bottle"]["localization"] == {"raw": 0.70, "std": 0.72}

@@ -84,6 +84,11 @@ class TrainSettings:
     step_decay: float = 0.5          # on a spike: restore the last good state, multiply eta by this
     max_recoveries: int = 10
     sgld: SGLDSettings = field(default_factory=SGLDSettings)
+    # speed on CUDA (no-ops on the CPU, where results are bit-identical either way)
+    tf32: bool = True                # TF32 matmuls/convolutions on CUDA
+    channels_last: bool = True       # channels_last memory format on CUDA
+    autocast_bf16: bool = False      # bfloat16 autocast of the energy on CUDA. Off: its effect on the
+    #                                  AUROCs and health figures must be shown on a GPU before turning it on
 
 
 # ----------------------------------------------------------------------------- sampler
@@ -112,34 +117,49 @@ class SGLDStats:
 
 
 def sgld_sample(energy_fn, x0: torch.Tensor, s: SGLDSettings, generator: torch.Generator | None = None,
-                return_chain: bool = False, record_every: int = 10, stats: SGLDStats | None = None):
+                return_chain: bool = False, record_every: int = 10, stats: SGLDStats | None = None,
+                autocast_bf16: bool = False):
     """Run ``s.steps`` Langevin steps from ``x0``; return the samples (and the chain if asked).
 
     Only the input receives gradients (``torch.autograd.grad`` with ``inputs=x``): parameters of
     ``energy_fn`` never accumulate ``.grad`` here (Sec. 3.1). The noise is drawn from ``generator``
     (the run's generator, so that a seeded run is reproducible). If ``stats`` is given, it counts the
-    pixel updates that hit the clamp.
+    pixel updates that hit the clamp; the counts accumulate on the device and are read once per call
+    (no host-device synchronisation inside the loop). ``autocast_bf16`` runs the energy in bfloat16
+    autocast on CUDA (see :class:`TrainSettings`; off by default, a no-op on the CPU).
     """
     x = x0.detach().clone()
     chain = [x.clone()] if return_chain else None
+    count = stats is not None
+    if count:
+        clamped = torch.zeros((), dtype=torch.int64, device=x.device)
+        drift = torch.zeros((), dtype=torch.float64, device=x.device)
+    noise_device = generator.device if generator is not None else x.device
+    use_autocast = autocast_bf16 and x.device.type == "cuda"
     for t in range(s.steps):
         x.requires_grad_(True)
-        (grad,) = torch.autograd.grad(energy_fn(x).sum(), x)              # dE/dx, (N, C, H, W)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_autocast):
+            e = energy_fn(x).float().sum()
+        (grad,) = torch.autograd.grad(e, x)                                # dE/dx, (N, C, H, W)
         step = s.step_size * grad
-        if stats is not None:
-            stats.updates += step.numel()
-            stats.drift_sum += step.abs().sum().item()
+        if count:
+            drift += step.abs().sum().double()                             # stays on the device
             if s.grad_clamp is not None:
-                stats.clamped += int((step.abs() > s.grad_clamp).sum())
+                clamped += (step.abs() > s.grad_clamp).sum()
         if s.grad_clamp is not None:
             step = step.clamp(-s.grad_clamp, s.grad_clamp)
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype,
-                            device=generator.device if generator is not None else x.device).to(x.device)
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=noise_device)
+        if noise.device != x.device:
+            noise = noise.to(x.device, non_blocking=True)
         x = x.detach() - step + s.noise_std * noise
         if s.clip is not None:
             x = x.clamp(*s.clip)
         if return_chain and ((t + 1) % record_every == 0 or t + 1 == s.steps):
             chain.append(x.clone())
+    if count:                                                              # one read per call
+        stats.updates += x.numel() * s.steps
+        stats.drift_sum += float(drift)
+        stats.clamped += int(clamped)
     return (x, torch.stack(chain, 1)) if return_chain else x             # chain: (N, T, C, H, W)
 
 
@@ -182,79 +202,165 @@ def contrastive_divergence_loss(e_data: torch.Tensor, e_sample: torch.Tensor, en
     return e_data.mean() - e_sample.mean() + energy_reg * (e_data.pow(2).mean() + e_sample.pow(2).mean())
 
 
-def train_ebm(net: nn.Module, images: torch.Tensor, s: TrainSettings, generator: torch.Generator | None = None,
-              progress: bool = True, inject_spike_at: int | None = None) -> TrainLog:
-    """Train ``net`` on normal ``images`` (N, C, H, W) by contrastive divergence with SGLD samples.
+def configure_device(net: nn.Module, s: "TrainSettings") -> None:
+    """CUDA-only speed settings (no-ops on the CPU): TF32 matmuls and convolutions, channels_last."""
+    device = next(net.parameters()).device
+    if device.type != "cuda":
+        return
+    if s.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if s.channels_last:
+        net.to(memory_format=torch.channels_last)
+
+
+class EBMTrainer:
+    """One parameter update at a time (:meth:`step`), with everything a resumed run needs in
+    :meth:`state_dict`: network, optimiser, the guard's last good copy, running loss scale,
+    recoveries, the sampler's (possibly lowered) step size, the replay buffer, the device generator
+    and the log. :func:`train_ebm` runs ``s.iterations`` steps; an experiment can run them through
+    ``energyad.experiments.resume.resumable_loop`` instead (``loop=``).
 
     The guard: a non-finite loss, or one whose size exceeds ``spike_factor`` times its running scale,
     is an energy spike. Training then restores the last good copy of the network and optimiser,
     multiplies the SGLD step size by ``step_decay`` and the noise by its square root (same temperature,
-    smaller steps) and goes on; every event is logged. The SGLD noise and the batches are drawn from
-    ``generator``; the log records, per iteration, the fraction of pixel updates that hit the clamp.
-    ``inject_spike_at`` corrupts the weights at that iteration (used to show and test the guard).
+    smaller steps) and goes on; every event is logged.
+
+    The batches are indexed with ``generator`` (a CPU generator). The SGLD noise is drawn from it too
+    on the CPU; on CUDA from a device generator seeded once from it, so no noise crosses the bus.
     """
-    import time
 
-    from tqdm.auto import tqdm
+    def __init__(self, net: nn.Module, images: torch.Tensor, s: "TrainSettings",
+                 generator: torch.Generator | None = None, inject_spike_at: int | None = None):
+        self.net, self.s, self.generator, self.inject_spike_at = net, s, generator, inject_spike_at
+        configure_device(net, s)
+        self.device = next(net.parameters()).device
+        self.images = images.to(self.device)                       # data on the device once
+        if self.device.type == "cuda" and s.channels_last:
+            self.images = self.images.contiguous(memory_format=torch.channels_last)
+        self.opt = torch.optim.Adam(net.parameters(), lr=s.lr, betas=s.betas)
+        self.sgld = copy.deepcopy(s.sgld)
+        self.noise_gen = generator
+        if generator is not None and generator.device != self.device:
+            seed = int(torch.randint(2 ** 62, (1,), generator=generator))
+            self.noise_gen = torch.Generator(self.device).manual_seed(seed)
+        self.buffer = ReplayBuffer(images.shape[1:], s.buffer_size, s.reinit_prob, generator) \
+            if s.persistent else None
+        self.log = TrainLog()
+        self.good = (copy.deepcopy(net.state_dict()), copy.deepcopy(self.opt.state_dict()))
+        self.scale, self.recoveries, self.seconds = None, 0, 0.0
 
-    device = next(net.parameters()).device
-    opt = torch.optim.Adam(net.parameters(), lr=s.lr, betas=s.betas)
-    sgld = copy.deepcopy(s.sgld)
-    buffer = ReplayBuffer(images.shape[1:], s.buffer_size, s.reinit_prob, generator) if s.persistent else None
-    log = TrainLog()
-    good = (copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict()))
-    scale, recoveries, t0 = None, 0, time.perf_counter()
-    bar = tqdm(range(s.iterations), desc="EBM training", disable=not progress, leave=False)
-    for it in bar:
-        idx = torch.randint(len(images), (s.batch_size,), generator=generator)
-        x = images[idx].to(device)
-        if buffer is not None:
-            x0, slots = buffer.start(s.batch_size)
+    def step(self, it: int) -> None:
+        """One parameter update (iteration ``it``)."""
+        import time
+
+        t0 = time.perf_counter()
+        s, net, sgld = self.s, self.net, self.sgld
+        idx = torch.randint(len(self.images), (s.batch_size,), generator=self.generator)
+        x = self.images[idx.to(self.device)]
+        if self.buffer is not None:
+            x0, slots = self.buffer.start(s.batch_size)
         else:
-            x0 = uniform_noise(s.batch_size, images.shape[1:], generator)
+            x0 = uniform_noise(s.batch_size, self.images.shape[1:], self.noise_gen, device=self.device)
+        x0 = x0.to(self.device)
+        if self.device.type == "cuda" and s.channels_last:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
         net.eval()
         st = SGLDStats()
-        x_neg = sgld_sample(net, x0.to(device), sgld, generator=generator, stats=st)
+        x_neg = sgld_sample(net, x0, sgld, generator=self.noise_gen, stats=st, autocast_bf16=s.autocast_bf16)
         net.train()
-        if buffer is not None:
-            buffer.store(x_neg, slots)
-        if inject_spike_at is not None and it == inject_spike_at:
+        if self.buffer is not None:
+            self.buffer.store(x_neg, slots)
+        if self.inject_spike_at is not None and it == self.inject_spike_at:
             with torch.no_grad():
                 for p in net.parameters():
                     p.mul_(1e4)
-        e_data, e_sample = net(x), net(x_neg)       # x_neg is detached: the update uses grad_theta E(x') at fixed x'
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=s.autocast_bf16 and self.device.type == "cuda"):
+            e_data, e_sample = net(x).float(), net(x_neg).float()   # x_neg is detached: grad_theta E(x') at fixed x'
         loss = contrastive_divergence_loss(e_data, e_sample, s.energy_reg)
-        value = loss.item()
-        spike = not math.isfinite(value) or (scale is not None and abs(value) > s.spike_factor * scale)
+        value, m_data, m_sample = torch.stack([loss.detach(), e_data.detach().mean(),
+                                               e_sample.detach().mean()]).tolist()   # one read per update
+        spike = not math.isfinite(value) or (self.scale is not None and abs(value) > s.spike_factor * self.scale)
         if spike:
-            if recoveries >= s.max_recoveries:
-                raise RuntimeError(f"EBM training diverged {recoveries} times (last at iteration {it}); "
+            if self.recoveries >= s.max_recoveries:
+                raise RuntimeError(f"EBM training diverged {self.recoveries} times (last at iteration {it}); "
                                    "lower TrainSettings.lr or SGLDSettings.step_size.")
-            net.load_state_dict(good[0])
-            opt.load_state_dict(good[1])
+            net.load_state_dict(self.good[0])
+            self.opt.load_state_dict(self.good[1])
             sgld.step_size *= s.step_decay                   # eta -> decay * eta and sigma -> sqrt(decay) *
             sgld.noise_std *= math.sqrt(s.step_decay)        # sigma keep the temperature sigma^2 / (2 eta)
-            recoveries += 1
-            log.events.append((it, f"energy spike (loss {value:.3g}): restored the last good state, "
-                                   f"SGLD step size -> {sgld.step_size:.3g}, noise -> {sgld.noise_std:.3g}"))
-            continue
-        opt.zero_grad(set_to_none=True)
+            self.recoveries += 1
+            self.log.events.append((it, f"energy spike (loss {value:.3g}): restored the last good state, "
+                                        f"SGLD step size -> {sgld.step_size:.3g}, noise -> {sgld.noise_std:.3g}"))
+            self.seconds += time.perf_counter() - t0
+            return
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        scale = abs(value) + 1e-3 if scale is None else 0.95 * scale + 0.05 * (abs(value) + 1e-3)
-        log.e_data.append(e_data.mean().item())
-        log.e_sample.append(e_sample.mean().item())
+        self.opt.step()
+        self.scale = abs(value) + 1e-3 if self.scale is None else 0.95 * self.scale + 0.05 * (abs(value) + 1e-3)
+        log = self.log
+        log.e_data.append(m_data)
+        log.e_sample.append(m_sample)
         log.loss.append(value)
         log.clamped.append(st.clamped_fraction)
         log.drift.append(st.drift_per_step)
         if (it + 1) % s.snapshot_every == 0:
-            good = (copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict()))
-        if progress and it % 20 == 0:
-            bar.set_postfix(E_data=f"{log.e_data[-1]:.3f}", E_sample=f"{log.e_sample[-1]:.3f}")
-    log.seconds = time.perf_counter() - t0
-    log.sgld = sgld
-    net.eval()
-    return log
+            self.good = (copy.deepcopy(net.state_dict()), copy.deepcopy(self.opt.state_dict()))
+        self.seconds += time.perf_counter() - t0
+
+    def finish(self) -> TrainLog:
+        self.log.seconds = self.seconds
+        self.log.sgld = self.sgld
+        self.net.eval()
+        return self.log
+
+    # a resumed run restores all of this (resumable_loop calls these)
+    def state_dict(self) -> dict:
+        log = {k: copy.deepcopy(getattr(self.log, k)) for k in ("e_data", "e_sample", "loss", "events", "clamped", "drift")}
+        return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "good": self.good,
+                "scale": self.scale, "recoveries": self.recoveries, "seconds": self.seconds,
+                "sgld": (self.sgld.step_size, self.sgld.noise_std), "log": log,
+                "buffer": None if self.buffer is None else self.buffer.data.clone(),
+                "noise_gen": None if self.noise_gen is None or self.noise_gen is self.generator
+                else self.noise_gen.get_state()}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.net.load_state_dict(d["net"])
+        self.opt.load_state_dict(d["opt"])
+        self.good = d["good"]
+        self.scale, self.recoveries, self.seconds = d["scale"], d["recoveries"], d["seconds"]
+        self.sgld.step_size, self.sgld.noise_std = d["sgld"]
+        for k, v in d["log"].items():
+            setattr(self.log, k, list(v))
+        if self.buffer is not None and d["buffer"] is not None:
+            self.buffer.data = d["buffer"].clone()
+        if d["noise_gen"] is not None and self.noise_gen is not None and self.noise_gen is not self.generator:
+            self.noise_gen.set_state(d["noise_gen"])
+
+
+def train_ebm(net: nn.Module, images: torch.Tensor, s: TrainSettings, generator: torch.Generator | None = None,
+              progress: bool = True, inject_spike_at: int | None = None, loop=None) -> TrainLog:
+    """Train ``net`` on normal ``images`` (N, C, H, W) by contrastive divergence with SGLD samples
+    (:class:`EBMTrainer`: the guard, the sampler's statistics, the device settings).
+
+    ``loop(total, step, trainer)``, if given, runs ``step(i)`` for ``i`` in ``range(total)`` itself, e.g.
+    ``lambda total, step, tr: resumable_loop(key, total, {"trainer": tr}, step, generator)``, which
+    checkpoints and resumes a long run; without it a plain loop (with a progress bar) runs. The log
+    records, per iteration, the fraction of pixel updates that hit the clamp.
+    ``inject_spike_at`` corrupts the weights at that iteration (used to show and test the guard).
+    """
+    from tqdm.auto import tqdm
+
+    trainer = EBMTrainer(net, images, s, generator, inject_spike_at)
+    if loop is not None:
+        loop(s.iterations, trainer.step, trainer)
+    else:
+        bar = tqdm(range(s.iterations), desc="EBM training", disable=not progress, leave=False)
+        for it in bar:
+            trainer.step(it)
+            if progress and it % 20 == 0 and trainer.log.e_data:
+                bar.set_postfix(E_data=f"{trainer.log.e_data[-1]:.3f}", E_sample=f"{trainer.log.e_sample[-1]:.3f}")
+    return trainer.finish()
 
 
 # ----------------------------------------------------------------------------- health
@@ -371,7 +477,7 @@ class GencEBM:
 
     def fit(self, images: torch.Tensor, generator=None, progress: bool = True, rules: HealthRules | None = None,
             **kw) -> "GencEBM":
-        """Train (``train_ebm``), fit the standardiser on the training gradient maps, record ``self.health``."""
+        """Train (``train_ebm``; ``loop=`` and ``inject_spike_at=`` pass through), fit the standardiser on the training gradient maps, record ``self.health``."""
         self.log = train_ebm(self.net, images, self.settings, generator, progress, **kw)
         self.standardizer.fit(gradient_map(self.net, images))
         self.health = ebm_health(self, images, generator, rules)
