@@ -85,3 +85,28 @@ def test_verdicts_follow_the_intervals_and_rows_carry_them():
     assert ct.pair_rows(iv) == [{"pair": "genc − dehaene", "difference (points) [95% interval]": "+3.0 [-1.0, +7.0]",
                                   "verdict": "tie (the interval contains 0)"}]
     assert {r["source"] for r in ct.reference_rows("mvtec")} == {"roth2022patchcore", "defard2021padim"}
+
+
+def test_a_failing_model_is_recorded_and_the_others_go_on(monkeypatch, one_thread):
+    import dataclasses
+
+    from energyad.health import DegenerateModelError
+
+    real_evaluate = cmp.evaluate
+
+    def evaluate(method, *a, **k):
+        if method == "kinder-iem":
+            raise DegenerateModelError("kinder-iem (test) failed its health checks: energy_spread = 0.0")
+        return real_evaluate(method, *a, **k)
+
+    monkeypatch.setattr(cmp, "evaluate", evaluate)
+    rng = np.random.default_rng(1)
+    x = ((rng.random((120, 28, 28)) > 0.7) * 255).astype(np.uint8)
+    yl = np.arange(120) % 3
+    s = dataclasses.replace(cmp.COMPARE_MNIST_QUICK, digits=(0, 1), n_train=20, n_test=30, seeds=(0,),
+                            methods=("kinder-bn", "kinder-iem"), method_settings=TINY)
+    res = cmp.run_mnist(s, "cpu", None, ((x, yl), (x, yl)))
+    assert set(res["failed_health"]["kinder-iem"]) == {"0", "1"}
+    assert list(res["intervals"]["methods"]) == ["kinder-bn"] and "kinder-iem" in res["intervals"]["excluded"]
+    rows = ct.mnist_rows(res)
+    assert any("failed its health checks on 0, 1" in r["mean AUROC % [95% interval]"] for r in rows)

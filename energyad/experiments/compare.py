@@ -268,7 +268,8 @@ def _summarise(per_unit: dict, methods, key: str) -> dict:
         n_seeds = min(len(v) for v in runs.values())
         per_seed = [np.mean([v[i] for v in runs.values()]) for i in range(n_seeds)]
         out[m] = {"mean": float(np.mean(per_seed)), "std_over_seeds": float(np.std(per_seed)),
-                  "by_unit": {u: float(np.mean(v)) for u, v in runs.items()}}
+                  "by_unit": {u: float(np.mean(v)) for u, v in runs.items()},
+                  "missing_units": sorted(set(per_unit) - set(runs))}
     return out
 
 
@@ -289,10 +290,37 @@ COMPARE_MNIST_FULL = CompareMnistSettings(n_train=None, n_test=None, seeds=(0, 1
     genc_iterations=2000, genc_sgld_steps=60, ae_epochs=50, projection_steps=100, vae_epochs=50, iem_epochs=5))
 
 
+def _run(method, *args, **kw) -> dict:
+    """``evaluate``, except that a model failing its health checks is recorded (``failed_health``, the
+    reason) instead of stopping the other methods: that cell of the tables reports no number."""
+    from ..health import DegenerateModelError
+
+    try:
+        return evaluate(method, *args, **kw)
+    except DegenerateModelError as err:
+        return {"failed_health": str(err)}
+
+
+def failures(per_unit: dict) -> dict:
+    """``{method: {unit: reason}}`` of the models that failed their health checks."""
+    out = {}
+    for u, res in per_unit.items():
+        for m, rs in res.items():
+            for r in rs:
+                if "failed_health" in r:
+                    out.setdefault(m, {})[u] = r["failed_health"]
+    return out
+
+
 def _intervals(per_unit: dict, labels: dict, methods) -> dict:
-    """Paired bootstrap intervals of the mean image AUROC over the units, per method and per pair."""
-    scores = {m: {u: [r["scores"] for r in per_unit[u][m]] for u in per_unit} for m in methods}
-    return metrics.mean_auroc_intervals(scores, labels, n_boot=500)
+    """Paired bootstrap intervals of the mean image AUROC over the units, per method and per pair; a
+    method with a failed model on any unit is left out (``excluded``, with the reason)."""
+    failed = failures(per_unit)
+    ok = [m for m in methods if m not in failed]
+    scores = {m: {u: [r["scores"] for r in per_unit[u][m]] for u in per_unit} for m in ok}
+    out = metrics.mean_auroc_intervals(scores, labels, n_boot=500) if ok else {"methods": {}, "differences": {}}
+    out["excluded"] = {m: failed[m] for m in methods if m in failed}
+    return out
 
 
 def _drop_scores(per_unit: dict) -> None:
@@ -311,19 +339,22 @@ def run_mnist(s: CompareMnistSettings, device, out=None, data=None) -> dict:
     for d in s.digits:
         def one_digit(d=d):
             x_tr, x_te, y_te = one_class_split(data[0], data[1], d, s.n_train, s.n_test, seed=0)
-            res = {m: [evaluate(m, x_tr, x_te, y_te, None, s.method_settings, device, seed) for seed in s.seeds]
+            res = {m: [_run(m, x_tr, x_te, y_te, None, s.method_settings, device, seed) for seed in s.seeds]
                    for m in s.methods}
             if out is not None and d == s.gallery_digit:
                 for m in s.methods:
-                    plotting.save(gallery(x_te, torch.tensor(res[m][0]["scores"]), y_te, f"{LABELS[m]}, digit {d}"),
-                                  out / f"compare-mnist-gallery-{m}-{d}.png")
+                    if "scores" in res[m][0]:
+                        plotting.save(gallery(x_te, torch.tensor(res[m][0]["scores"]), y_te, f"{LABELS[m]}, digit {d}"),
+                                      out / f"compare-mnist-gallery-{m}-{d}.png")
             return res, y_te.tolist()
         per_digit[str(d)], labels[str(d)] = unit(f"digit-{d}", one_digit)
     intervals = _intervals(per_digit, labels, s.methods)
     health = {d: {m: [r["health"] for r in rs if "health" in r] for m, rs in res.items()} for d, res in per_digit.items()}
-    by_digit_ci = {m: {d: per_digit[d][m][0]["image_ci"] for d in per_digit} for m in s.methods}
+    by_digit_ci = {m: {d: per_digit[d][m][0]["image_ci"] for d in per_digit if "image_ci" in per_digit[d][m][0]}
+                   for m in s.methods}
     _drop_scores(per_digit)
     return {"auroc": _summarise(per_digit, s.methods, "image_auroc"), "intervals": intervals,
+            "failed_health": failures(per_digit),
             "auroc_ci_seed0": by_digit_ci, "health": health,
             "fit_seconds": _summarise(per_digit, s.methods, "fit_seconds"),
             "score_seconds_per_image": _summarise(per_digit, s.methods, "score_seconds_per_image"),
@@ -375,12 +406,13 @@ def run_mvtec(s: CompareMvtecSettings, device, out=None) -> dict:
             x_te, m_te, y_te, _ = load_split(MVTecAD(root, c, "test", image_size=s.image_size), False)
             test_full = MVTecAD(root, c, "test", image_size=s.mask_size)
             m_full = load_split(test_full, False)[1] if test_full.has_masks else None
-            res = {m: [evaluate(m, x_tr, x_te, y_te, m_te if m_full is not None else None, s.method_settings,
-                                device, seed, m_full) for seed in s.seeds] for m in s.methods}
+            res = {m: [_run(m, x_tr, x_te, y_te, m_te if m_full is not None else None, s.method_settings,
+                            device, seed, m_full) for seed in s.seeds] for m in s.methods}
             if out is not None:
                 for m in s.methods:
-                    plotting.save(gallery(x_te, torch.tensor(res[m][0]["scores"]), y_te, f"{LABELS[m]}, {c}", k=3),
-                                  out / f"compare-mvtec-gallery-{m}-{c}.png")
+                    if "scores" in res[m][0]:
+                        plotting.save(gallery(x_te, torch.tensor(res[m][0]["scores"]), y_te, f"{LABELS[m]}, {c}", k=3),
+                                      out / f"compare-mvtec-gallery-{m}-{c}.png")
             return res, y_te.tolist()
         per_cat[c], labels[c] = unit(f"category-{c}", one_category)
     intervals = {c: _intervals({c: per_cat[c]}, {c: labels[c]}, s.methods) for c in per_cat}
@@ -390,7 +422,7 @@ def run_mvtec(s: CompareMvtecSettings, device, out=None) -> dict:
     _drop_scores(per_cat)
     out_ = {k: _summarise(per_cat, s.methods, k)
             for k in ("image_auroc", "pixel_auroc", "aupro", "fit_seconds", "score_seconds_per_image")}
-    out_.update(image_intervals=intervals, pixel_ci_seed0=pixel_ci, health=health,
+    out_.update(image_intervals=intervals, pixel_ci_seed0=pixel_ci, health=health, failed_health=failures(per_cat),
                 budget=budget(s.method_settings, s.n_train),
                 masks={c: ("ground truth at %d px" % s.mask_size) if c in cats else "" for c in per_cat})
     return out_

@@ -31,6 +31,10 @@ def mnist_rows(m: dict) -> list[dict]:
                      "training per digit (s)": f"{m['fit_seconds'][meth]['mean']:.1f}",
                      "scoring per image (ms)": f"{1000 * m['score_seconds_per_image'][meth]['mean']:.2f}",
                      "what it trained with": m["budget"][meth]})
+    for meth, why in m["intervals"].get("excluded", {}).items():
+        rows.append({"method": LABELS[meth], "mean AUROC % [95% interval]":
+                     f"no number: failed its health checks on {', '.join(sorted(why))}",
+                     "what it trained with": m["budget"][meth]})
     return rows
 
 
@@ -57,6 +61,9 @@ def mvtec_rows(m: dict) -> list[dict]:
                          "image AUROC % [95% interval]": _ci_text(v["mean"], v["low"], v["high"]),
                          "pixel AUROC % [95% interval]": "—" if px is None else _ci_text(px["auroc"], px["low"], px["high"]),
                          "AUPRO %": "—" if au is None else f"{100 * au:.1f}"})
+        for meth, why in iv.get("excluded", {}).items():
+            rows.append({"category": c, "method": LABELS[meth], "image AUROC % [95% interval]":
+                         "no number: failed its health checks (" + why[c].split(": ", 1)[-1][:80] + ")"})
     return rows
 
 
