@@ -110,3 +110,16 @@ def test_a_failing_model_is_recorded_and_the_others_go_on(monkeypatch, one_threa
     assert list(res["intervals"]["methods"]) == ["kinder-bn"] and "kinder-iem" in res["intervals"]["excluded"]
     rows = ct.mnist_rows(res)
     assert any("failed its health checks on 0, 1" in r["mean AUROC % [95% interval]"] for r in rows)
+
+
+def test_compare_mvtec_runs_on_an_unseen_category_with_pixel_numbers(carpet_data_root, monkeypatch, one_thread):
+    from energyad import health
+
+    monkeypatch.setattr(health.Health, "raise_if_failed", lambda self, where="": None)   # tiny: code path only
+    s = cmp.CompareMvtecSettings(image_size=32, synthetic=False, seeds=(0,), methods=("kinder-iem", "matsubara"),
+                                 n_train=16, mask_size=64, method_settings=TINY)
+    res = cmp.run_mvtec(s, "cpu")
+    assert list(res["image_intervals"]) == ["carpet"] and res["masks"]["carpet"] == "ground truth at 64 px"
+    for m in s.methods:
+        assert 0 <= res["pixel_auroc"][m]["by_unit"]["carpet"] <= 1 and 0 <= res["aupro"][m]["by_unit"]["carpet"] <= 1
+        assert res["pixel_ci_seed0"][m]["carpet"]["low"] <= res["pixel_ci_seed0"][m]["carpet"]["high"]
