@@ -123,3 +123,11 @@ def test_compare_mvtec_runs_on_an_unseen_category_with_pixel_numbers(carpet_data
     for m in s.methods:
         assert 0 <= res["pixel_auroc"][m]["by_unit"]["carpet"] <= 1 and 0 <= res["aupro"][m]["by_unit"]["carpet"] <= 1
         assert res["pixel_ci_seed0"][m]["carpet"]["low"] <= res["pixel_ci_seed0"][m]["carpet"]["high"]
+
+
+def test_failure_reasons_are_short_and_separation_is_strict():
+    msg = ("VAE (matsubara in the comparison, seed 1) failed its health checks: output_dependence = "
+           "0.037512 (rule: > 0.1). Its scores are not reported. Fix: train longer")
+    assert ct._reason(msg) == "output_dependence = 0.037 (rule: > 0.1)"
+    assert ct.separated({"low": 0.8, "high": 0.9}, {"low": 0.6, "high": 0.79})
+    assert not ct.separated({"low": 0.8, "high": 0.9}, {"low": 0.6, "high": 0.8})

@@ -63,8 +63,21 @@ def mvtec_rows(m: dict) -> list[dict]:
                          "AUPRO %": "—" if au is None else f"{100 * au:.1f}"})
         for meth, why in iv.get("excluded", {}).items():
             rows.append({"category": c, "method": LABELS[meth], "image AUROC % [95% interval]":
-                         "no number: failed its health checks (" + why[c].split(": ", 1)[-1][:80] + ")"})
+                         "no number: failed its health checks (" + _reason(why[c]) + ")"})
     return rows
+
+
+def _reason(message: str) -> str:
+    """The failing figures of a DegenerateModelError message: "output_dependence = 0.019 (rule: >= 0.3)"."""
+    import re
+
+    body = message.split("failed its health checks: ", 1)[-1].split(". Its scores", 1)[0]
+    return re.sub(r"(\d+\.\d{3})\d+", r"\1", body)
+
+
+def separated(ci_a: dict, ci_b: dict) -> bool:
+    """True when interval a lies wholly above interval b (unpaired intervals: a conservative test)."""
+    return ci_a["low"] > ci_b["high"]
 
 
 def reference_rows(kind: str) -> list[dict]:
