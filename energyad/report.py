@@ -610,16 +610,22 @@ def rows(folders=None, committed: bool = True) -> list[dict]:
     return out
 
 
-COLUMNS = ("paper", "ref", "what", "paper_value", "ours", "status", "why", "profile", "data", "commit", "stale")
+COLUMNS = ("paper", "item", "what", "paper's value", "ours", "status", "why", "run")
 
 
 def table(folders=None, committed: bool = True, caption: str | None = None):
-    """The report as a captioned HTML table (one row per item, status coloured)."""
+    """The report as a captioned HTML table (one row per item, status coloured; a stale result says so
+    in its status; the run column names profile, data and commit)."""
     from .tables import table as _table
 
     rs = rows(folders, committed)
+    shown = [{"paper": r["paper"], "item": r["ref"], "what": r["what"], "paper's value": r["paper_value"],
+              "ours": r["ours"], "status": r["status"] + (" (stale)" if r["stale"] else ""),
+              "why": r["why"] + (f"; {r['stale']}" if r["stale"] else ""),
+              "run": "—" if r["profile"] == "—" else f"{r['profile']} profile; commit {r['commit']}"}
+             for r in rs]
     counts = ", ".join(f"{sum(r['status'] == s for r in rs)} {s}" for s in STATUSES)
-    return _table(rs, COLUMNS, caption or f"Reproduction report: {len(rs)} items ({counts})", status="status")
+    return _table(shown, COLUMNS, caption or f"Reproduction report: {len(rs)} items ({counts})", status="status")
 
 
 def rules_table():

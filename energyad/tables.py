@@ -15,6 +15,7 @@ STATUS_COLOURS = {
     "partly": "#fff3c4",
     "did not reproduce": "#ffcdd2",
     "not comparable": "#e1bee7",
+    "not judged": "#e3f2fd",
     "not run": "#e0e0e0",
     "stale": "#ffe0b2",
 }
