@@ -136,7 +136,25 @@ def line_plot(x, ys: dict, xlabel: str = "", ylabel: str = "", title: str = "", 
     return fig
 
 
+MAX_PNG_BYTES = 1_000_000   # committed figures stay small: larger PNGs are re-encoded with 256 colours
+
+
 def save(fig: Figure, path) -> str:
-    """Save ``fig`` (PNG at 120 dpi) and return the path as a string."""
+    """Save ``fig`` (PNG at 120 dpi) and return the path as a string. A PNG over
+    :data:`MAX_PNG_BYTES` (photographs in a grid) is re-encoded with an adaptive 256-colour palette."""
     fig.savefig(path, dpi=120)
+    shrink_png(path)
     return str(path)
+
+
+def shrink_png(path, max_bytes: int = MAX_PNG_BYTES) -> None:
+    """Re-encode the PNG at ``path`` with a 256-colour palette when it is larger than ``max_bytes``."""
+    import os
+
+    from PIL import Image
+
+    if os.path.getsize(path) <= max_bytes:
+        return
+    with Image.open(path) as im:
+        small = im.convert("RGB").quantize(256)
+    small.save(path, optimize=True)

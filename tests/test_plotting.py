@@ -44,3 +44,22 @@ def test_roc_legend_carries_auroc(tmp_path):
     assert text == ["perfect (AUROC 1.000)"]
     path = plotting.save(fig, tmp_path / "roc.png")
     assert (tmp_path / "roc.png").stat().st_size > 1000 and path.endswith("roc.png")
+
+
+def test_large_pngs_are_reencoded_with_a_palette(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from energyad import plotting
+
+    noise = (np.random.default_rng(0).random((600, 600, 3)) * 255).astype(np.uint8)
+    Image.fromarray(noise).save(tmp_path / "big.png")
+    before = (tmp_path / "big.png").stat().st_size
+    plotting.shrink_png(tmp_path / "big.png", max_bytes=100_000)
+    with Image.open(tmp_path / "big.png") as im:
+        assert im.mode == "P" and im.size == (600, 600)
+    assert (tmp_path / "big.png").stat().st_size < before
+    Image.fromarray(noise[:10, :10]).save(tmp_path / "small.png")
+    plotting.shrink_png(tmp_path / "small.png", max_bytes=100_000)
+    with Image.open(tmp_path / "small.png") as im:
+        assert im.mode == "RGB"                                # small files are left as they are
