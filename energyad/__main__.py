@@ -1,4 +1,4 @@
-"""Command line: ``python -m energyad list`` and ``python -m energyad reproduce <id>``."""
+"""Command line: ``python -m energyad list``, ``reproduce <id>``, ``bench`` and ``pack``."""
 from __future__ import annotations
 
 import argparse
@@ -26,7 +26,25 @@ def main(argv=None) -> int:
     ben.add_argument("--device", default=None, help="cuda, mps or cpu (default: automatic)")
     ben.add_argument("--out", default="bench", help="output folder (default: bench)")
     ben.add_argument("--size", choices=("full", "tiny"), default="full", help="tiny: toy sizes, for tests")
+    pk = sub.add_parser("pack", help="copy the code and one call's data into a folder to carry to a GPU machine")
+    pk.add_argument("categories", nargs="*", help="MVTec AD categories under the data root")
+    pk.add_argument("--mnist", action="store_true", help="add MNIST (MNIST/raw under the data root)")
+    pk.add_argument("--wheels", default=None, help="a folder of *.whl files the machine lacks (e.g. kornia)")
+    pk.add_argument("--out", default="gpu", help="the folder to carry (default: gpu)")
     args = parser.parse_args(argv)
+
+    if args.cmd == "pack":
+        from .data import DataError
+        from .pack import pack
+
+        try:
+            info = pack(args.out, args.categories, args.mnist, args.wheels)
+        except (DataError, ValueError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"{args.out}: {info['files']} files, {info['bytes'] / 2 ** 20:.1f} MiB; on the device: "
+              f"bash {args.out}/run.sh EXPERIMENT [MINUTES]")
+        return 0
 
     if args.cmd == "bench":
         from .bench import run as bench

@@ -36,13 +36,15 @@ RULES = (
 # Library files whose change makes an experiment's results stale (by the longest matching id prefix).
 SOURCES = {
     "genc": ("experiments/genc.py", "methods/genc.py", "networks/genc.py"),
-    "dehaene": ("experiments/dehaene.py", "methods/dehaene.py", "methods/zimmerer.py", "networks/bergmann_ae.py"),
-    "matsubara": ("experiments/matsubara.py", "methods/matsubara.py", "networks/matsubara_vae.py", "data/toy.py"),
+    "dehaene": ("experiments/dehaene.py", "methods/dehaene.py", "methods/zimmerer.py", "networks/bergmann_ae.py",
+                "loops.py"),
+    "matsubara": ("experiments/matsubara.py", "methods/matsubara.py", "networks/matsubara_vae.py", "data/toy.py",
+                  "loops.py"),
     "kinder-bn": ("experiments/kinder_bn.py", "methods/kinder_bn.py"),
     "kinder-iem": ("experiments/kinder_iem.py", "methods/kinder_iem.py", "networks/kinder.py"),
     "compare": ("experiments/compare.py", "methods/genc.py", "networks/genc.py", "methods/dehaene.py",
                 "networks/bergmann_ae.py", "methods/matsubara.py", "networks/matsubara_vae.py", "methods/kinder_bn.py",
-                "methods/kinder_iem.py", "networks/kinder.py"),
+                "methods/kinder_iem.py", "networks/kinder.py", "loops.py"),
 }
 # Categories whose image-level numbers measure something else. Measured with
 # energyad.data.mvtec.brightness_control on the shared copy (tests/test_data_mvtec.py checks it there).

@@ -11,7 +11,7 @@ import torch
 
 from energyad.data import synthetic
 from energyad.experiments import dehaene as exp
-from energyad.experiments import resume, runner
+from energyad.experiments import STAND_IN_NOTICE, resume, runner
 from energyad.methods import dehaene as dh
 
 LAX = dh.HealthRules(min_output_dependence=0.0, min_active_dims=0, min_loss_drop=-float("inf"))
@@ -98,7 +98,7 @@ def test_without_real_categories_the_stand_ins_with_a_notice(tmp_path, monkeypat
     synthetic.synthetic_mvtec_root(size=32)                    # small stand-ins, written once into the cache
     monkeypatch.setattr(exp, "MVTEC_QUICK", _tiny(exp.MVTEC_QUICK, kinds=("l2ae",), mask_size=None))
     res = exp.dehaene_mvtec("quick", tmp_path, torch.device("cpu"))
-    assert exp.STAND_IN_NOTICE.format(id="dehaene-mvtec") in capsys.readouterr().out
+    assert STAND_IN_NOTICE.format(id="dehaene-mvtec") in capsys.readouterr().out
     assert res["metrics"]["stand_in"] is True and res["data"].startswith("stand-in: synthetic")
     assert set(res["metrics"]) == {"synthetic_object", "stand_in"}
     with pytest.raises(Exception, match="No MVTec AD category"):   # the full profile does not fall back

@@ -9,7 +9,7 @@ import torch
 
 from energyad.data.synthetic import write_synthetic_mvtec
 from energyad.experiments import kinder_iem as exp
-from energyad.experiments import resume, runner
+from energyad.experiments import STAND_IN_NOTICE, resume, runner
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,7 +62,7 @@ def test_no_real_category_falls_back_to_the_synthetic_ones_with_a_notice(tmp_pat
     s = _tiny_quick(monkeypatch)
     cats = exp._mvtec_categories(s, announce=True)
     assert set(cats) == {"synthetic_texture", "synthetic_object"}
-    assert exp.STAND_IN_NOTICE in capsys.readouterr().out
+    assert STAND_IN_NOTICE.format(id="kinder-iem-mvtec") in capsys.readouterr().out
     from energyad.data import DataError
     with pytest.raises(DataError, match="No MVTec AD category"):
         exp._mvtec_categories(dataclasses.replace(s, synthetic_fallback=False))

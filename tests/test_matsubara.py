@@ -171,8 +171,7 @@ def test_matsubara_mvtec_quick_path_on_tiny_categories(syn_root, tmp_path, monke
                                stride=16, map_stride=16,
                                vae=mt.VAESettings(epochs=1, batch_size=16))
     monkeypatch.setattr(exp, "PATCH_QUICK", tiny)
-    monkeypatch.setattr("energyad.experiments.mvtec_categories",
-                        lambda categories=None, synthetic=False, need_masks=False: {"tex": syn_root, "obj": syn_root})
+    monkeypatch.setattr(exp, "patch_categories", lambda s: ({"tex": syn_root, "obj": syn_root}, False))
     res = exp.matsubara_mvtec("quick", tmp_path, torch.device("cpu"))
     assert set(res["metrics"]["auroc"]) == {"tex", "obj"}
     assert all(set(a) == {"L", "D", "A", "M"} for a in res["metrics"]["auroc"].values())

@@ -10,7 +10,7 @@ import torch
 
 from energyad.data import synthetic
 from energyad.experiments import matsubara as exp
-from energyad.experiments import resume, runner
+from energyad.experiments import STAND_IN_NOTICE, resume, runner
 from energyad.methods import matsubara as mt
 
 TINY = dataclasses.replace(exp.PATCH_QUICK, patch=16, stride=8, image_size=32, mask_size=64, n_crops=48,
@@ -86,7 +86,7 @@ def test_without_real_categories_the_synthetic_ones_with_a_notice(tmp_path, monk
     synthetic.synthetic_mvtec_root(size=32)                    # small stand-ins, written once into the cache
     monkeypatch.setattr(exp, "PATCH_QUICK", dataclasses.replace(TINY, mask_size=None, vae=mt.VAESettings(epochs=2)))
     res = exp.matsubara_mvtec("quick", tmp_path, torch.device("cpu"))
-    assert exp.STAND_IN_NOTICE in capsys.readouterr().out
+    assert STAND_IN_NOTICE.format(id="matsubara-mvtec") in capsys.readouterr().out
     assert res["metrics"]["stand_in"] is True and res["data"].startswith("stand-in: synthetic")
     assert set(res["metrics"]["pixel_auroc"]) == {"synthetic_texture", "synthetic_object"}
     with pytest.raises(Exception, match="No MVTec AD category"):   # the full profile does not fall back

@@ -79,8 +79,7 @@ def _tiny(s, health=LAX):
 
 
 def test_zimmerer_and_convergence_experiments_on_a_tiny_category(syn_root, tmp_path, monkeypatch):
-    monkeypatch.setattr(exp, "mvtec_categories",
-                        lambda categories=None, synthetic=False, need_masks=False: {"obj": syn_root})
+    monkeypatch.setattr(exp, "categories_for", lambda s, id="": ({"obj": syn_root}, False))
     monkeypatch.setattr(exp, "ZIMMERER_QUICK", _tiny(exp.ZIMMERER_QUICK))
     res = exp.dehaene_zimmerer("quick", tmp_path, torch.device("cpu"))
     assert set(res["metrics"]["obj"]) == set(exp.TABLE2_COLUMNS) | {"reconstruction_dssim", "health", "test",

@@ -81,6 +81,33 @@ def mvtec_categories(categories=None, synthetic: bool = False, need_masks: bool 
     return cats
 
 
+STAND_IN_NOTICE = ("notice: no real MVTec AD category with ground-truth masks under the data root; {id} runs "
+                   "on the synthetic stand-ins (energyad.data.synthetic)")
+
+
+def real_or_stand_in(categories=None, *, need_masks: bool = True, max_real: int | None = None,
+                     image_level=(), fallback: bool = False, stand_in=None, id: str = "this experiment",
+                     announce: bool = True) -> tuple[dict, bool]:
+    """``({category: root}, stand_in)`` of an MVTec experiment: the real categories under the data root
+    (``categories``, those with masks if ``need_masks``; at most ``max_real``, in MVTec AD's order), then
+    those of ``image_level`` present (image AUROC only, no masks needed). When there is none and
+    ``fallback``, the synthetic categories ``stand_in`` (default: all) and ``stand_in`` True, with a
+    printed notice (if ``announce``); when there is none and no fallback, a DataError naming the fix."""
+    from ..data.mvtec import available_categories
+
+    cats = available_categories(categories, need_masks=need_masks)
+    if max_real is not None:
+        cats = dict(list(cats.items())[:max_real])
+    cats.update({c: r for c, r in available_categories(image_level).items() if c not in cats} if image_level else {})
+    if cats:
+        return cats, False
+    if not fallback:
+        mvtec_categories(categories, need_masks=need_masks)        # raises the DataError with the fix
+    if announce:
+        print(STAND_IN_NOTICE.format(id=id))
+    return mvtec_categories(stand_in, synthetic=True), True
+
+
 def mvtec_and_synthetic(categories=None, synthetic: bool = False) -> dict:
     """The real categories present (``categories``; none is fine when ``synthetic``) plus, if
     ``synthetic``, the synthetic ones: quick profiles that show the shared copy beside the stand-ins."""

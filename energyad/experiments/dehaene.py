@@ -12,7 +12,7 @@ from ..config import seed_everything
 from ..methods import dehaene as dh
 from ..methods import zimmerer
 from ..networks.bergmann_ae import BergmannAE
-from . import experiment, mvtec_categories
+from . import experiment, mvtec_categories, real_or_stand_in
 
 # Table 1 (pixel AUROC): per category, (baseline reconstruction, projection "grad") for each autoencoder.
 _TABLE1 = """
@@ -70,28 +70,14 @@ MVTEC_FULL = MVTecSettings(train=dh.AETrainSettings(kl_warmup=10))
 # The chapter's live teaching run: the synthetic object category (large defects), 32 px.
 MVTEC_STAND_IN = replace(MVTEC_QUICK, synthetic=True, mask_size=None, max_real_categories=None)
 
-STAND_IN_NOTICE = ("notice: no real MVTec AD category with ground-truth masks under the data root; {id} runs "
-                   "on the synthetic stand-ins (energyad.data.synthetic)")
-
-
 def categories_for(s: MVTecSettings, id: str = "this experiment") -> tuple[dict, bool]:
     """``({category: root}, stand_in)``: the real MVTec AD categories with masks under the data root
     (``s.categories``, at most ``s.max_real_categories``), or the synthetic ones (``stand_in`` True) when
     ``s.synthetic``, or when there is no real one and ``s.synthetic_fallback`` (a notice is printed)."""
-    from ..data import DataError
-
     if s.synthetic:
         return mvtec_categories(s.stand_in_categories, synthetic=True), True
-    try:
-        cats = mvtec_categories(s.categories, need_masks=True)
-    except DataError:
-        if not s.synthetic_fallback:
-            raise
-        print(STAND_IN_NOTICE.format(id=id))
-        return mvtec_categories(s.stand_in_categories, synthetic=True), True
-    if s.max_real_categories is not None:
-        cats = dict(list(cats.items())[:s.max_real_categories])
-    return cats, False
+    return real_or_stand_in(s.categories, max_real=s.max_real_categories, fallback=s.synthetic_fallback,
+                            stand_in=s.stand_in_categories, id=id)
 
 
 def data_description(cats: dict, stand_in: bool, s: MVTecSettings) -> str:

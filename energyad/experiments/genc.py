@@ -128,22 +128,15 @@ def select_categories(s: MVTecSettings) -> tuple[dict, MVTecSettings, str]:
     masks if ``s.need_masks``, at most ``s.max_real_categories``, in alphabetical order) when any is
     found; otherwise, if ``s.synthetic_fallback`` (the quick profile), the synthetic stand-in
     (:func:`standin_settings`) with a printed notice."""
-    from ..data import DataError
+    from . import real_or_stand_in
 
     if not s.synthetic:
-        try:
-            cats = mvtec_categories(s.categories, need_masks=s.need_masks)
-        except DataError:
-            if not s.synthetic_fallback:
-                raise
-            print("notice: no real MVTec AD category with masks under the data root; genc-mvtec runs on the "
-                  "synthetic stand-in categories (energyad.data.synthetic) instead")
-            s = standin_settings(s)
-        else:
-            names = sorted(cats)[:s.max_real_categories] if s.max_real_categories else sorted(cats)
-            cats = {c: cats[c] for c in names}
-            return cats, s, (f"MVTec AD (real), categories {', '.join(names)} at {s.image_size} px"
+        cats, stand_in = real_or_stand_in(s.categories, need_masks=s.need_masks, max_real=s.max_real_categories,
+                                          fallback=s.synthetic_fallback, id="genc-mvtec")
+        if not stand_in:
+            return cats, s, (f"MVTec AD (real), categories {', '.join(cats)} at {s.image_size} px"
                              + (f", masks at {s.mask_size} px" if s.mask_size else ""))
+        s = standin_settings(s)
     return mvtec_categories(s.categories, True), s, \
         f"stand-in: synthetic MVTec-layout categories (energyad.data.synthetic) at {s.image_size} px"
 

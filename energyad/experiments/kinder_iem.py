@@ -133,34 +133,17 @@ IEM_MVTEC_FULL = IEMMvtecSettings(image_level=CATEGORIES, synthetic_fallback=Fal
 IEM_ALEXNET_FULL = IEMMvtecSettings(image_level=CATEGORIES, synthetic_fallback=False, mask_size=None, alexnet=True,
                                     iem=ALEXNET_SETTINGS)
 
-STAND_IN_NOTICE = ("notice: no real MVTec AD category with ground-truth masks under the data root; the IEM "
-                   "runs on the synthetic stand-ins only (energyad.data.synthetic)")
-
-
 def _mvtec_categories(s: IEMMvtecSettings, announce: bool = False) -> dict:
     """``{category: root}``: the real categories with masks under the data root (``s.categories``, at most
     ``s.max_real_categories``), then those of ``s.image_level`` present (image AUROC only), then, with
     ``s.synthetic``, the synthetic ones. No real category with masks and ``s.synthetic_fallback``: the
     synthetic ones (a notice printed if ``announce``)."""
-    from ..data import DataError
-    from ..data.mvtec import available_categories
-    from . import mvtec_categories
+    from . import mvtec_categories, real_or_stand_in
 
-    try:
-        cats = mvtec_categories(s.categories, need_masks=True)
-    except DataError:
-        cats = {}
-    if s.max_real_categories is not None:
-        cats = dict(list(cats.items())[:s.max_real_categories])
-    if s.image_level:
-        cats.update({c: r for c, r in available_categories(s.image_level).items() if c not in cats})
-    if not cats:
-        if not (s.synthetic_fallback or s.synthetic):
-            raise DataError("No MVTec AD category found under the data root. Fix: energyad.data.mvtec."
-                            "download_mvtec(), or set ENERGYAD_DATA to a folder holding mvtec_ad/<category>.")
-        if announce:
-            print(STAND_IN_NOTICE)
-    if s.synthetic or not cats:
+    cats, stand_in = real_or_stand_in(s.categories, max_real=s.max_real_categories, image_level=s.image_level,
+                                      fallback=s.synthetic_fallback or s.synthetic, id="kinder-iem-mvtec",
+                                      announce=announce)
+    if s.synthetic and not stand_in:
         cats.update(mvtec_categories(synthetic=True))
     return cats
 

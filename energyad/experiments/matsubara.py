@@ -253,27 +253,14 @@ PATCH_QUICK = PatchSettings(patch=24, stride=8, image_size=128, n_crops=4000, n_
 PATCH_STAND_IN = PatchSettings(patch=32, stride=8, image_size=64, mask_size=64, n_crops=3000, n_conv=3, n_c=16,
                                n_z=20, synthetic_fallback=True, map_stride=4, vae=mt.VAESettings(epochs=6))
 
-STAND_IN_NOTICE = ("notice: no real MVTec AD category with ground-truth masks under the data root; "
-                   "matsubara-mvtec runs on the synthetic stand-ins (energyad.data.synthetic)")
-
-
 def patch_categories(s: PatchSettings) -> tuple[dict, bool]:
     """``({category: root}, stand_in)``: the real MVTec AD categories with masks under the data root
     (``s.categories``, at most ``s.max_real_categories``), or, when there is none and
     ``s.synthetic_fallback``, the synthetic categories (``stand_in`` True, a notice printed)."""
-    from ..data import DataError
-    from . import mvtec_categories
+    from . import real_or_stand_in
 
-    try:
-        cats = mvtec_categories(s.categories, need_masks=True)
-    except DataError:
-        if not s.synthetic_fallback:
-            raise
-        print(STAND_IN_NOTICE)
-        return mvtec_categories(synthetic=True), True
-    if s.max_real_categories is not None:
-        cats = dict(list(cats.items())[:s.max_real_categories])
-    return cats, False
+    return real_or_stand_in(s.categories, max_real=s.max_real_categories, fallback=s.synthetic_fallback,
+                            id="matsubara-mvtec")
 
 
 @dataclass

@@ -47,11 +47,12 @@ a learned decoder variance gamma), all on the encoder/decoder of Bergmann et al.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from ..loops import History, plain_loop
 
 KINDS = ("l2ae", "dsae", "vae", "gamma_vae")
 
@@ -143,24 +144,6 @@ class AETrainSettings:
     kl_warmup: int = 0        # ours: epochs over which the KL weight rises linearly from 0 to 1 (VAEs)
 
 
-class History(list):
-    """The mean squared reconstruction error per pixel after each epoch; a list with ``state_dict`` /
-    ``load_state_dict``, so that a resumable loop (:mod:`energyad.experiments.resume`) saves and restores
-    it together with the model and the optimiser."""
-
-    def state_dict(self) -> dict:
-        return {"values": list(self)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self[:] = state["values"]
-
-
-def plain_loop(total: int, state: dict, step, generator=None) -> None:
-    """Run ``step(i)`` for ``i`` in ``range(total)``: the default ``loop`` of :func:`train_autoencoder`."""
-    for i in range(total):
-        step(i)
-
-
 def train_autoencoder(model: AutoencoderModel, images: torch.Tensor, s: AETrainSettings, generator=None,
                       progress: bool = True, loop=None) -> list:
     """Adam on the mean training loss (:meth:`AutoencoderModel.train_loss`); returns, after each epoch,
@@ -172,12 +155,13 @@ def train_autoencoder(model: AutoencoderModel, images: torch.Tensor, s: AETrainS
 
     ``loop(total, state, step, generator)`` runs ``step(epoch)`` for the ``s.epochs`` epochs; ``state``
     holds the model, the optimiser and the history (objects with ``state_dict``), ``generator`` is the
-    one the epochs draw from. The default (:func:`plain_loop`) runs them all; a full-profile experiment
+    one the epochs draw from. The default (:func:`energyad.loops.plain_loop`) runs them all; a full-profile experiment
     passes :func:`energyad.experiments.resume.resumable_loop`, which saves ``state`` and every random
     state and stops at ``--max-minutes``."""
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
+    images = images.to(device)                       # on the device once (a no-op on the CPU)
     opt = torch.optim.Adam(model.parameters(), lr=s.lr)
     hist = History()
 
@@ -185,10 +169,10 @@ def train_autoencoder(model: AutoencoderModel, images: torch.Tensor, s: AETrainS
         model.train()
         beta = min(1.0, (ep + 1) / s.kl_warmup) if s.kl_warmup > 0 else 1.0
         order = torch.randperm(len(images), generator=generator)
-        se = 0.0
+        se = torch.zeros((), dtype=torch.float64, device=device)   # summed on the device: no sync per batch
         for i in tqdm(range(0, len(images), s.batch_size), desc=f"{model.kind} {ep + 1}/{s.epochs}",
                       disable=not progress, leave=False):
-            xb = images[order[i:i + s.batch_size]].to(device)
+            xb = images[order[i:i + s.batch_size]]
             loss = model.train_loss(xb, beta).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -196,11 +180,11 @@ def train_autoencoder(model: AutoencoderModel, images: torch.Tensor, s: AETrainS
         model.eval()
         with torch.no_grad():
             for i in range(0, len(images), 256):
-                xb = images[i:i + 256].to(device)
+                xb = images[i:i + 256]
                 rec = model.reconstruct(xb)
                 err = dssim_map(xb, rec) * xb.shape[1] if model.kind == "dsae" else (xb - rec).pow(2)
-                se += err.sum().item()
-        hist.append(se / images.numel())
+                se += err.sum()
+        hist.append(float(se) / images.numel())
 
     (loop or plain_loop)(s.epochs, {"model": model, "optimizer": opt, "history": hist}, epoch, generator)
     model.eval()
@@ -285,7 +269,8 @@ def project(model: AutoencoderModel, x0: torch.Tensor, s: ProjectionSettings, ma
     alpha = s.alpha * model.step_scale() if (s.scale_alpha and s.optimizer != "adam") else s.alpha
     opt = torch.optim.Adam([x], lr=alpha) if s.optimizer == "adam" else None
     active = torch.ones(len(x0), dtype=torch.bool, device=x0.device)
-    stopped_at = torch.full((len(x0),), s.steps, dtype=torch.long)
+    stopped_at = torch.full((len(x0),), s.steps, dtype=torch.long, device=x0.device)
+    stops = s.stop_loss is not None or s.tol > 0     # without a criterion no image stops: no check, no sync
     energies, traj = [], [x0.clone()] if return_trajectory else None
     prev = None
     try:
@@ -293,19 +278,19 @@ def project(model: AutoencoderModel, x0: torch.Tensor, s: ProjectionSettings, ma
             rec = model.reconstruct(x)
             lr_now = model._rec_term(x, rec)                 # L_r(x_t)
             e = lr_now + s.lam * (x - x0).abs().flatten(1).sum(1)          # Eq. 4
-            energies.append(e.detach().cpu())
-            with torch.no_grad():
-                done = torch.zeros_like(active)
-                if s.stop_loss is not None:
-                    done |= lr_now < s.stop_loss
-                if s.tol > 0 and prev is not None:
-                    done |= (prev - e.detach()).abs() < s.tol
-                newly = active & done
-                stopped_at[newly.cpu()] = t
-                active &= ~done
-                prev = e.detach()
-            if not active.any():
-                break
+            energies.append(e.detach())                      # kept on the device until the end
+            if stops:
+                with torch.no_grad():
+                    done = torch.zeros_like(active)
+                    if s.stop_loss is not None:
+                        done |= lr_now < s.stop_loss
+                    if s.tol > 0 and prev is not None:
+                        done |= (prev - e.detach()).abs() < s.tol
+                    stopped_at = torch.where(active & done, t, stopped_at)
+                    active &= ~done
+                    prev = e.detach()
+                if not active.any():                         # one sync a step, only with a stopping rule
+                    break
             # ISTA takes the gradient of L_r only (its proximal step handles the L1 term)
             (grad,) = torch.autograd.grad((lr_now if s.optimizer == "ista" else e).sum(), x)
             with torch.no_grad():
@@ -314,7 +299,7 @@ def project(model: AutoencoderModel, x0: torch.Tensor, s: ProjectionSettings, ma
                     w = mask.expand_as(x).to(x.dtype)
                 elif s.weighting == "error":
                     w = (x - rec).pow(2)                     # Eq. 8: (x_t - f(x_t))^2
-                keep = x.detach().clone()
+                keep = x.detach().clone() if stops else None
                 if opt is not None:                          # Adam (Sec. 3.4)
                     opt.zero_grad(set_to_none=True)
                     x.grad = grad * w
@@ -325,15 +310,16 @@ def project(model: AutoencoderModel, x0: torch.Tensor, s: ProjectionSettings, ma
                 else:                                        # Eqs. 5, 7, 8
                     x -= alpha * w * grad
                 x.clamp_(0, 1)
-                still = active.view(-1, *[1] * (x.ndim - 1))
-                x.copy_(torch.where(still, x, keep))         # stopped images stay where they stopped
+                if stops:
+                    still = active.view(-1, *[1] * (x.ndim - 1))
+                    x.copy_(torch.where(still, x, keep))     # stopped images stay where they stopped
             if return_trajectory and (t + 1) % record_every == 0:
                 traj.append(x.detach().clone())
-        energies.append(energy(model, x, x0, s.lam).detach().cpu())
+        energies.append(energy(model, x, x0, s.lam).detach())
     finally:
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)
-    info = {"energy": torch.stack(energies), "stopped_at": stopped_at}
+    info = {"energy": torch.stack(energies).cpu(), "stopped_at": stopped_at.cpu()}
     if return_trajectory:
         info["trajectory"] = torch.stack(traj, 1)
     return x.detach(), info

@@ -263,7 +263,7 @@ class IntrospectiveEnergyModel(nn.Module):
                 prev = self.net(x, upto=l - 1)[-1]                               # a[l-1], fixed
             a = self.net.transitions[l - 1](self.net.normalise(prev) if l == 1 else prev)   # a[l]
         err = self.sideward[l](a) - a.detach()                                   # Eq. 13
-        self._target_energy = float((a.detach() ** 2).sum())                     # for the scale-free curve
+        self._target_energy = (a.detach() ** 2).sum().double()                   # for the scale-free curve
         return (err ** 2).sum()
 
     # -- training (Algorithm 3) ------------------------------------------------------------------
@@ -296,11 +296,12 @@ class IntrospectiveEnergyModel(nn.Module):
         opts[l].zero_grad()
         loss.backward()
         opts[l].step()
-        plan.total_loss += loss.item()
-        plan.target += self._target_energy
+        plan.total_loss = plan.total_loss + loss.detach().double()      # summed on the device: no sync
+        plan.target = plan.target + self._target_energy                  # per batch, one per epoch
         if b == plan.batches - 1:
-            plan.history[l].append(plan.total_loss / plan.n)
-            plan.relative[l].append(plan.total_loss / max(plan.target, 1e-12))
+            total, target = float(plan.total_loss), float(plan.target)
+            plan.history[l].append(total / plan.n)
+            plan.relative[l].append(total / max(target, 1e-12))
 
     def fit(self, images: torch.Tensor, generator: torch.Generator | None = None, progress: bool = True,
             loop=None):

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..health import Health, kl_per_dimension, loss_drop, output_dependence
+from ..loops import History, plain_loop
 
 LOG2PI = math.log(2 * math.pi)
 
@@ -94,23 +95,6 @@ def _loader(images: torch.Tensor, batch_size: int, generator):
         yield images[order[i:i + batch_size]]
 
 
-class History(list):
-    """The mean training loss per epoch; a list with ``state_dict`` / ``load_state_dict``, so that a
-    resumable loop (:mod:`energyad.experiments.resume`) saves and restores it with the model."""
-
-    def state_dict(self) -> dict:
-        return {"values": list(self)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self[:] = state["values"]
-
-
-def plain_loop(total: int, state: dict, step, generator=None) -> None:
-    """Run ``step(i)`` for ``i`` in ``range(total)`` (the default ``loop`` of :func:`train`)."""
-    for i in range(total):
-        step(i)
-
-
 def train(model: nn.Module, images, s: VAESettings, loss_fn, generator=None, progress: bool = True,
           desc: str = "training", loop=None) -> list:
     """Adam on ``loss_fn(model, batch)`` for ``s.epochs`` epochs; returns the mean loss per epoch.
@@ -133,18 +117,17 @@ def train(model: nn.Module, images, s: VAESettings, loss_fn, generator=None, pro
 
     def epoch_step(epoch: int) -> None:
         model.train()
-        total, n = 0.0, 0
-        data = images(epoch) if callable(images) else images
+        total, n = torch.zeros((), dtype=torch.float64, device=device), 0   # no sync per batch
+        data = (images(epoch) if callable(images) else images).to(device)   # on the device once an epoch
         for xb in _loader(data, s.batch_size, generator):
             if len(xb) < 2:  # batch norm needs two samples
                 continue
-            xb = xb.to(device)
             loss = loss_fn(model, xb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total, n = total + loss.item() * len(xb), n + len(xb)
-        history.append(total / max(n, 1))
+            total, n = total + loss.detach().double() * len(xb), n + len(xb)
+        history.append(float(total) / max(n, 1))
         bar.update(1)
 
     (loop or plain_loop)(s.epochs, {"model": model, "optimizer": opt, "history": history}, epoch_step, generator)
