@@ -18,7 +18,7 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
-CHAPTERS = ("foundations", "genc", "dehaene", "matsubara", "kinder", "compare", "report")
+CHAPTERS = ("foundations", "genc", "dehaene", "matsubara", "kinder", "compare", "report", "performance")
 MATH_CHAPTERS = ("foundations", "genc", "dehaene", "matsubara", "kinder")
 
 
@@ -91,6 +91,8 @@ def static_checks(html: Path) -> list[str]:
             if not any(t["rows"] == n + 1 for t in s.tables):
                 fails.append(f"report: no table with one row per result item ({n} items + header); "
                              f"tables have {[t['rows'] for t in s.tables]} rows")
+        if name == "performance" and len(s.tables) < 3:
+            fails.append(f"performance: expected the bench's three tables as HTML tables, found {len(s.tables)}")
         if name == "compare" and len(s.tables) < 2:
             fails.append(f"compare: expected its generated tables as HTML tables, found {len(s.tables)}")
     return fails

@@ -17,6 +17,12 @@ For each method the bench times the step that dominates its full profile:
 
 Each figure is the median of several timed repetitions after a warm-up; CUDA work is synchronised
 only around the timed block. ``--size tiny`` runs everything at toy sizes (for tests).
+
+``precision`` says what the faster number formats do to Genc's SGLD step on the same device: the
+energies and input gradients of the Table 3 network in float32, in bfloat16 autocast and (on CUDA)
+with TF32 matmuls and convolutions, each against float64, and where a 20-step Langevin chain with the
+same noise ends. This is the per-step numerical effect; whether it changes a trained model's AUROC
+is a question for a full run (``TrainSettings.autocast_bf16`` stays off until one has answered it).
 """
 from __future__ import annotations
 
@@ -28,11 +34,45 @@ from pathlib import Path
 import torch
 from torch import nn
 
-SIZES = {
-    # name: (genc size, batch, dehaene size, matsubara size, kinder size, matmul n)
-    "full": {"genc": 128, "batch": 32, "dehaene": 128, "matsubara": 96, "kinder": 300, "matmul": 2048},
-    "tiny": {"genc": 32, "batch": 4, "dehaene": 32, "matsubara": 32, "kinder": 64, "matmul": 256},
-}
+TINY = {"genc": 32, "batch": 4, "dehaene": 32, "matsubara": 32, "kinder": 64, "matmul": 256}
+
+
+def full_sizes() -> dict:
+    """Each method's image (or patch) size in its full profile, read from the experiments' settings."""
+    from .experiments import dehaene, genc, kinder_iem, matsubara
+
+    return {"genc": genc.MVTEC_FULL.image_size, "batch": genc.MVTEC_FULL.train.batch_size,
+            "dehaene": dehaene.MVTEC_FULL.image_size, "matsubara": matsubara.PATCH_FULL.patch,
+            "kinder": kinder_iem.IEM_MVTEC_FULL.iem.image_size, "matmul": 2048}
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "book" / "results" / "bench" / "bench.json"
+
+
+def load(path=None) -> dict:
+    """A bench result: ``path``, else the committed one (``book/results/bench/bench.json``)."""
+    path = Path(path or COMMITTED)
+    if not path.exists():
+        raise FileNotFoundError(f"no bench result at {path}. Fix: python -m energyad bench --device cpu "
+                                f"--out {path.parent}")
+    return json.loads(path.read_text())
+
+
+def full_profile_work() -> dict:
+    """What dominates each MVTec experiment's full profile, per category: ``{id: (what, count, method,
+    rate key of the bench)}``, read from the settings (training only; scoring comes on top)."""
+    from .experiments import dehaene, genc, matsubara
+
+    g, d, m = genc.MVTEC_FULL, dehaene.MVTEC_FULL, matsubara.PATCH_FULL
+    return {"genc-mvtec": ("SGLD steps", g.train.iterations * g.train.sgld.steps, "genc", "sgld_steps_per_s"),
+            "dehaene-mvtec": ("training images (4 baselines)", len(d.kinds) * d.train.epochs * d.train.n_train,
+                              "dehaene", "training_images_per_s"),
+            "matsubara-mvtec": ("training patches", m.vae.epochs * m.n_crops, "matsubara", "training_images_per_s")}
+
+
+def training_hours(res: dict) -> dict:
+    """``{id: hours}`` one category's full-profile training takes at the rates of a bench result ``res``."""
+    return {k: count / res["methods"][method][key] / 3600 for k, (_, count, method, key) in full_profile_work().items()}
 
 
 def _sync(device: torch.device) -> None:
@@ -109,9 +149,16 @@ def bench_genc(device, size: int, batch: int, peak: float) -> dict:
     x = torch.rand(batch, 3, size, size, device=device).to(memory_format=torch.channels_last)
     sec = timeit(_input_grad_step(net, x), device)
     flops = 2 * forward_flops(net, x)
+    step = _input_grad_step(net, x)
+
+    def bf16_step():
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return step()
+    bf16_sec = timeit(bf16_step, device)
     return {"what": f"SGLD step, Table 3 network, {size} px, batch {batch}, channels_last",
             "sgld_steps_per_s": 1 / sec, "images_per_s": batch / sec, "seconds_per_step": sec,
-            "flop_per_step": flops, "flop_per_s": flops / sec, "fraction_of_peak": flops / sec / peak}
+            "flop_per_step": flops, "flop_per_s": flops / sec, "fraction_of_peak": flops / sec / peak,
+            "bf16_autocast_seconds_per_step": bf16_sec}
 
 
 def bench_dehaene(device, size: int, batch: int, peak: float) -> dict:
@@ -185,13 +232,70 @@ def bench_kinder(device, size: int, batch: int, peak: float) -> dict:
             "pixel_bn_counting_images_per_s": len(imgs) / c_sec}
 
 
+def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((a.double() - ref).norm() / ref.norm().clamp_min(1e-300))
+
+
+def precision_effect(device, size: int, batch: int, chain_steps: int = 20) -> dict:
+    """Genc's SGLD step in each number format against float64 (see the module docstring)."""
+    from scipy.stats import spearmanr
+
+    from .methods.genc import SGLDSettings, sgld_sample
+    from .networks.genc import EnergyNet, TABLE3_WIDTHS
+
+    torch.manual_seed(0)
+    ref_net = EnergyNet(3, size, TABLE3_WIDTHS).double().to(device)
+    for p in ref_net.parameters():
+        p.requires_grad_(False)
+    x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(device)
+    sgld = SGLDSettings(steps=chain_steps)
+
+    def energy_and_grad(net, v, dtype, autocast=False):
+        xi = v.to(dtype).detach().requires_grad_(True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            e = net(xi).float()
+        (g,) = torch.autograd.grad(e.sum(), xi)
+        return e.detach().double(), g.double()
+
+    def chain(net, dtype, autocast=False):        # float32 states and noise; the energy in each format
+        fn = lambda v: net(v.to(dtype)).float()                      # noqa: E731
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            return sgld_sample(fn, x.float(), sgld, generator=torch.Generator(device).manual_seed(2)).double()
+
+    e64, g64 = energy_and_grad(ref_net, x, torch.float64)
+    end64 = chain(ref_net, torch.float64)
+    moved = float((end64 - x).norm())
+    net32 = EnergyNet(3, size, TABLE3_WIDTHS).to(device)
+    net32.load_state_dict({k: v.float() for k, v in ref_net.state_dict().items()})
+    for p in net32.parameters():
+        p.requires_grad_(False)
+    formats = {"float32": (torch.float32, False, False), "bfloat16_autocast": (torch.float32, True, False)}
+    if device.type == "cuda":
+        formats["tf32"] = (torch.float32, False, True)
+    out = {"what": f"Table 3 network, {size} px, batch {batch}, random weights; errors relative to float64",
+           "chain_steps": chain_steps, "chain_movement": moved}
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        for name, (dtype, autocast, tf32) in formats.items():
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+            e, g = energy_and_grad(net32, x, dtype, autocast)
+            end = chain(net32, dtype, autocast)
+            out[name] = {"energy_rel_error": _rel(e, e64), "gradient_rel_error": _rel(g, g64),
+                         "energy_rank_correlation": float(spearmanr(e.cpu().numpy(), e64.cpu().numpy())[0])
+                         if batch > 2 else None,
+                         "chain_end_distance_over_movement": float((end - end64).norm()) / max(moved, 1e-300)}
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+    return out
+
+
 def run(device=None, out: str | Path = "bench", size: str = "full", log=print) -> dict:
     """Time every method at ``size`` ("full" or "tiny") on ``device``; write ``out/bench.json``."""
     from .config import get_device
     from .experiments.runner import _device_name, _git_commit
 
     device = get_device(device)
-    z = SIZES[size]
+    z = full_sizes() if size == "full" else TINY
     peak = matmul_peak(device, z["matmul"])
     res = {"device": _device_name(device), "torch": torch.__version__, "commit": _git_commit(), "size": size,
            "threads": torch.get_num_threads(),
@@ -201,6 +305,7 @@ def run(device=None, out: str | Path = "bench", size: str = "full", log=print) -
         t0 = time.perf_counter()
         res["methods"][name] = fn(device, z[key], z["batch"], peak)
         res["methods"][name]["bench_seconds"] = time.perf_counter() - t0
+    res["precision"] = precision_effect(device, z["genc"], z["batch"])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(res, indent=2) + "\n")
@@ -216,4 +321,10 @@ def table(res: dict) -> str:
         figures = ", ".join(f"{k} {v:.3g}" for k, v in m.items()
                             if isinstance(v, (int, float)) and k not in ("bench_seconds", "flop_per_step"))
         lines.append(f"  {name:<10} {m['what']}: {figures}")
+    p = res.get("precision")
+    if p:
+        lines.append(f"  precision  {p['what']}:")
+        for fmt, v in p.items():
+            if isinstance(v, dict):
+                lines.append(f"    {fmt:<18} " + ", ".join(f"{k} {x:.2g}" for k, x in v.items() if x is not None))
     return "\n".join(lines)
