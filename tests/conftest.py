@@ -27,13 +27,37 @@ def one_thread():
 
 
 @pytest.fixture
-def carpet_data_root(tmp_path, monkeypatch):
-    """A data root holding one real-layout MVTec AD category the project does not ship: "carpet" (a
-    texture, masks included, 64 px files), with its own cache folder. Experiments pointed at it must run
-    on it and report pixel numbers."""
-    root = tmp_path / "data"
-    synthetic.write_synthetic_mvtec(root / "mvtec_ad", "carpet", "texture", n_train=6, n_test_good=3,
-                                    n_test_defect=2, size=64, seed=2)
-    monkeypatch.setenv("ENERGYAD_DATA", str(root))
-    monkeypatch.setenv("ENERGYAD_CACHE", str(tmp_path / "cache"))
-    return root
+def make_data_root(tmp_path, monkeypatch):
+    """``make_data_root(size=64, n_test_good=3, n_test_defect=2, seed=2)`` writes a data root holding one
+    real-layout MVTec AD category the project does not ship, "carpet" (a texture, masks included), points
+    ``ENERGYAD_DATA`` at it and ``ENERGYAD_CACHE`` at a folder of its own, and returns the root.
+    Experiments pointed at it must run on it and report pixel numbers."""
+    def make(size: int = 64, n_test_good: int = 3, n_test_defect: int = 2, seed: int = 2, n_train: int = 6):
+        root = tmp_path / "data"
+        synthetic.write_synthetic_mvtec(root / "mvtec_ad", "carpet", "texture", n_train=n_train,
+                                        n_test_good=n_test_good, n_test_defect=n_test_defect, size=size, seed=seed)
+        monkeypatch.setenv("ENERGYAD_DATA", str(root))
+        monkeypatch.setenv("ENERGYAD_CACHE", str(tmp_path / "cache"))
+        return root
+    return make
+
+
+@pytest.fixture
+def carpet_data_root(make_data_root):
+    """The carpet-only data root at 64 px (3 good and 2 defective test images)."""
+    return make_data_root()
+
+
+@pytest.fixture
+def three_categories(tmp_path, monkeypatch):
+    """A data root with carpet (RGB) and grid (grayscale), both with masks, and bottle without masks (like
+    the shared copy's bottle), 32 px; returns the root."""
+    import shutil
+
+    root = tmp_path / "mvtec_ad"
+    for cat, gray in (("carpet", False), ("grid", True), ("bottle", False)):
+        synthetic.write_synthetic_mvtec(root, cat, "texture", n_train=2, n_test_good=1, n_test_defect=1, size=32,
+                                        grayscale=gray)
+    shutil.rmtree(root / "bottle" / "ground_truth")
+    monkeypatch.setenv("ENERGYAD_DATA", str(tmp_path))
+    return tmp_path

@@ -4,7 +4,6 @@ finer than the images are tiled like them, and a run stopped by --max-minutes in
 resumes to the numbers of an uninterrupted one."""
 import dataclasses
 import json
-import shutil
 
 import pytest
 import torch
@@ -26,26 +25,16 @@ def _tiny(s, **kw):
 
 
 @pytest.fixture
-def carpet_only(tmp_path, monkeypatch):
-    """A data root holding one real-layout MVTec AD category the project does not ship: carpet (a texture)."""
-    root = tmp_path / "data"
-    synthetic.write_synthetic_mvtec(root / "mvtec_ad", "carpet", "texture", n_train=6, n_test_good=2,
-                                    n_test_defect=1, size=64, seed=2)
-    monkeypatch.setenv("ENERGYAD_DATA", str(root))
-    monkeypatch.setenv("ENERGYAD_CACHE", str(tmp_path / "cache"))
+def carpet_only(make_data_root, monkeypatch):
+    """The conftest's carpet-only data root (64 px, 2 good and 1 defective test image), tiny settings."""
+    root = make_data_root(size=64, n_test_good=2, n_test_defect=1)
     monkeypatch.setattr(exp, "MVTEC_QUICK", _tiny(exp.MVTEC_QUICK, kinds=("l2ae", "vae")))
     monkeypatch.setattr(exp, "ZIMMERER_QUICK", _tiny(exp.ZIMMERER_QUICK))
     monkeypatch.setattr(exp, "CONVERGENCE_QUICK", _tiny(exp.CONVERGENCE_QUICK))
     return root
 
 
-def test_categories_for_takes_real_categories_with_masks_and_caps_them(tmp_path, monkeypatch):
-    root = tmp_path / "mvtec_ad"
-    for cat, gray in (("carpet", False), ("grid", True), ("bottle", False)):
-        synthetic.write_synthetic_mvtec(root, cat, "texture", n_train=2, n_test_good=1, n_test_defect=1, size=32,
-                                        grayscale=gray)
-    shutil.rmtree(root / "bottle" / "ground_truth")            # like the shared copy's bottle: no masks
-    monkeypatch.setenv("ENERGYAD_DATA", str(tmp_path))
+def test_categories_for_takes_real_categories_with_masks_and_caps_them(three_categories):
     cats, stand_in = exp.categories_for(dataclasses.replace(exp.MVTEC_QUICK, max_real_categories=None))
     assert set(cats) == {"carpet", "grid"} and not stand_in
     cats, _ = exp.categories_for(exp.CONVERGENCE_QUICK)         # at most one

@@ -28,13 +28,9 @@ def _tiny(s, **kw):
 
 
 @pytest.fixture
-def carpet_only(tmp_path, monkeypatch):
-    """A data root holding one real-layout MVTec AD category the project does not ship: carpet."""
-    root = tmp_path / "data"
-    synthetic.write_synthetic_mvtec(root / "mvtec_ad", "carpet", "texture", n_train=6, n_test_good=2,
-                                    n_test_defect=1, size=32, seed=2)
-    monkeypatch.setenv("ENERGYAD_DATA", str(root))
-    monkeypatch.setenv("ENERGYAD_CACHE", str(tmp_path / "cache"))
+def carpet_only(make_data_root, monkeypatch):
+    """The conftest's carpet-only data root (32 px, 2 good and 1 defective test image), tiny settings."""
+    root = make_data_root(size=32, n_test_good=2, n_test_defect=1)
     monkeypatch.setattr(exp, "MVTEC_QUICK", _tiny(exp.MVTEC_QUICK))
     monkeypatch.setattr(exp, "MVTEC_FULL", _tiny(exp.MVTEC_FULL))
     return root

@@ -25,13 +25,9 @@ def _tiny_quick(monkeypatch, **changes):
 
 
 @pytest.fixture
-def carpet_root(tmp_path, monkeypatch):
-    """A data root with only MVTec AD's "carpet" in the official layout (masks included), 48 px files."""
-    write_synthetic_mvtec(tmp_path / "data" / "mvtec_ad", "carpet", "texture", n_train=6, n_test_good=3,
-                          n_test_defect=1, size=48, seed=5)
-    monkeypatch.setenv("ENERGYAD_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("ENERGYAD_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "data"
+def carpet_root(make_data_root):
+    """The conftest's carpet-only data root at 48 px (3 good and 1 defective test image)."""
+    return make_data_root(size=48, n_test_good=3, n_test_defect=1, seed=5)
 
 
 def _numbers(res: dict) -> dict:

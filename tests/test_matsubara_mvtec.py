@@ -3,7 +3,6 @@ of the patch scores against a loop, the synthetic fallback with its notice, and 
 --max-minutes that resumes to the numbers of an uninterrupted one."""
 import dataclasses
 import json
-import shutil
 
 import pytest
 import torch
@@ -49,13 +48,7 @@ def test_patch_pixel_map_is_the_mean_of_the_covering_patches():
     assert torch.allclose(const, torch.full_like(const, 2.5))
 
 
-def test_patch_categories_takes_real_categories_with_masks_and_caps_them(tmp_path, monkeypatch):
-    root = tmp_path / "mvtec_ad"
-    for cat, gray in (("carpet", False), ("grid", True), ("bottle", False)):
-        synthetic.write_synthetic_mvtec(root, cat, "texture", n_train=2, n_test_good=1, n_test_defect=1, size=32,
-                                        grayscale=gray)
-    shutil.rmtree(root / "bottle" / "ground_truth")            # like the shared copy's bottle: no masks
-    monkeypatch.setenv("ENERGYAD_DATA", str(tmp_path))
+def test_patch_categories_takes_real_categories_with_masks_and_caps_them(three_categories):
     cats, stand_in = exp.patch_categories(dataclasses.replace(TINY, max_real_categories=None))
     assert set(cats) == {"carpet", "grid"} and not stand_in
     cats, _ = exp.patch_categories(dataclasses.replace(TINY, max_real_categories=1))
