@@ -18,6 +18,9 @@ For each method the bench times the step that dominates its full profile:
 Each figure is the median of several timed repetitions after a warm-up; CUDA work is synchronised
 only around the timed block. ``--size tiny`` runs everything at toy sizes (for tests).
 
+The SGLD step is also timed in bfloat16 autocast and through ``torch.compile`` (with the seconds the
+first, compiling call took), so that a device's bench says whether either pays there.
+
 ``precision`` says what the faster number formats do to Genc's SGLD step on the same device: the
 energies and input gradients of the Table 3 network in float32, in bfloat16 autocast and (on CUDA)
 with TF32 matmuls and convolutions, each against float64, and where a 20-step Langevin chain with the
@@ -155,10 +158,20 @@ def bench_genc(device, size: int, batch: int, peak: float) -> dict:
         with torch.autocast(device.type, dtype=torch.bfloat16):
             return step()
     bf16_sec = timeit(bf16_step, device)
+    t0 = time.perf_counter()
+    try:
+        compiled = _input_grad_step(torch.compile(net), x)
+        compiled()                                   # the first call compiles
+        compile_sec = time.perf_counter() - t0
+        compiled_sec = timeit(compiled, device)
+    except Exception as err:                         # a machine without a working compiler: say so, go on
+        compile_sec, compiled_sec = None, None
+        print(f"torch.compile failed on {device}: {type(err).__name__}: {str(err)[:200]}")
     return {"what": f"SGLD step, Table 3 network, {size} px, batch {batch}, channels_last",
             "sgld_steps_per_s": 1 / sec, "images_per_s": batch / sec, "seconds_per_step": sec,
             "flop_per_step": flops, "flop_per_s": flops / sec, "fraction_of_peak": flops / sec / peak,
-            "bf16_autocast_seconds_per_step": bf16_sec}
+            "bf16_autocast_seconds_per_step": bf16_sec, "compiled_seconds_per_step": compiled_sec,
+            "compile_seconds": compile_sec}
 
 
 def bench_dehaene(device, size: int, batch: int, peak: float) -> dict:

@@ -6,8 +6,9 @@
 writes ``gpu/energyad`` (the library's source files), ``gpu/data/<as under the data root>``,
 ``gpu/wheels/*.whl`` (packages the machine lacks, e.g. kornia for Dehaene's DSSIM) and ``gpu/run.sh``.
 On the machine, ``bash gpu/run.sh EXPERIMENT [MINUTES]`` installs the wheels, runs
-``reproduce EXPERIMENT --profile full --out gpu/out --max-minutes MINUTES`` and, where ``$OUT`` is set,
-leaves ``gpu/out`` (results and checkpoints) there as ``out.tar.part-*`` pieces of at most 15 MiB.
+``reproduce EXPERIMENT --profile full --out gpu/out --max-minutes MINUTES`` (``bash gpu/run.sh bench``:
+the bench on the GPU, ``gpu/out/bench/bench.json``) and, where ``$OUT`` is set, leaves ``gpu/out``
+(results and checkpoints) there as ``out.tar.part-*`` pieces of at most 15 MiB.
 Put ``gpu/out`` back (``cat out.tar.part-* | tar -x -C gpu``) and carry ``gpu`` again: exit code 75
 means "run the same command again", 0 that the result file is written. See README, "Running the full
 profile on a lent GPU".
@@ -20,7 +21,8 @@ from pathlib import Path
 LIMIT = 64 * 2 ** 20          # what one device call may carry
 
 RUN_SH = """#!/bin/bash
-# bash {name}/run.sh EXPERIMENT [MINUTES]: the full profile of EXPERIMENT, stopping before MINUTES (default 8).
+# bash {name}/run.sh EXPERIMENT [MINUTES]: the full profile of EXPERIMENT, stopping before MINUTES (default 8);
+# bash {name}/run.sh bench: python -m energyad bench on the GPU.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 if compgen -G "$here/wheels/*.whl" > /dev/null; then
@@ -30,7 +32,11 @@ if compgen -G "$here/wheels/*.whl" > /dev/null; then
 fi
 export PYTHONPATH="$here${{PYTHONPATH:+:$PYTHONPATH}}" ENERGYAD_DATA="$here/data" ENERGYAD_CACHE="$here/cache"
 export ENERGYAD_OFFLINE=1
-python3 -m energyad reproduce "$1" --profile full --out "$here/out" --max-minutes "${{2:-8}}"
+if [ "$1" = bench ]; then                  # the bench on the device: gpu/out/bench/bench.json
+    python3 -m energyad bench --device cuda --out "$here/out/bench"
+else
+    python3 -m energyad reproduce "$1" --profile full --out "$here/out" --max-minutes "${{2:-8}}"
+fi
 rc=$?
 if [ -n "${{OUT:-}}" ] && [ -d "$here/out" ]; then
     tar -C "$here" -cf - out | split -b 15m - "$OUT/out.tar.part-"

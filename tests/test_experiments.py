@@ -67,12 +67,24 @@ def test_committed_results_carry_provenance():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "book" / "results"
-    for path in root.glob("*/*.json"):
+    paths = [p for profile in ("quick", "full") for p in (root / profile).glob("*.json")]
+    assert len(paths) >= 15
+    for path in paths:
         data = json.loads(path.read_text())
         assert data["profile"] == path.parent.name, path
         assert data["experiment"] == path.stem, path
         for key in ("commit", "date", "device", "seconds"):
             assert data["provenance"].get(key), (path, key)
+
+
+def test_the_committed_bench_names_its_machine_and_code():
+    from energyad import bench
+
+    res = bench.load()
+    for key in ("device", "torch", "commit", "threads", "matmul_peak", "methods", "precision"):
+        assert res.get(key), key
+    assert res["size"] == "full" and "-dirty" not in res["commit"]
+    assert set(res["methods"]) == {"genc", "dehaene", "matsubara", "kinder"}
 
 
 def test_mvtec_categories_synthetic_and_missing(tmp_path, monkeypatch):

@@ -25,6 +25,7 @@ def test_pack_copies_the_code_one_category_and_the_wheels(carpet_data_root, tmp_
     run_sh = (out / "run.sh").read_text()
     assert "reproduce \"$1\" --profile full --out \"$here/out\" --max-minutes" in run_sh
     assert 'ENERGYAD_DATA="$here/data"' in run_sh and "split -b 15m" in run_sh
+    assert 'bench --device cuda --out "$here/out/bench"' in run_sh
     assert info["bytes"] == sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     # the packed code runs on its own, pointed at the packed data
     env = {**os.environ, "PYTHONPATH": str(out), "ENERGYAD_DATA": str(out / "data")}
