@@ -19,7 +19,8 @@ Each figure is the median of several timed repetitions after a warm-up; CUDA wor
 only around the timed block. ``--size tiny`` runs everything at toy sizes (for tests).
 
 The SGLD step is also timed in bfloat16 autocast and through ``torch.compile`` (with the seconds the
-first, compiling call took), so that a device's bench says whether either pays there.
+first, compiling call took), the three variants taking turns (:func:`interleaved`), so that a
+device's bench says whether either pays there.
 
 ``precision`` says what the faster number formats do to Genc's SGLD step on the same device: the
 energies and input gradients of the Table 3 network in float32, in bfloat16 autocast and (on CUDA)
@@ -143,6 +144,16 @@ def _input_grad_step(net: nn.Module, x: torch.Tensor):
     return step
 
 
+def interleaved(fns: dict, device: torch.device, rounds: int = 3, reps: int = 3) -> dict:
+    """``{name: seconds}``: the median over ``rounds`` of each function's :func:`timeit`, the functions
+    taking turns in every round, so that a change in the machine's load falls on all of them alike."""
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            times[k].append(timeit(fn, device, reps=reps))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def bench_genc(device, size: int, batch: int, peak: float) -> dict:
     from .networks.genc import EnergyNet, TABLE3_WIDTHS
 
@@ -150,27 +161,28 @@ def bench_genc(device, size: int, batch: int, peak: float) -> dict:
     for p in net.parameters():
         p.requires_grad_(False)                     # SGLD needs the input gradient only
     x = torch.rand(batch, 3, size, size, device=device).to(memory_format=torch.channels_last)
-    sec = timeit(_input_grad_step(net, x), device)
     flops = 2 * forward_flops(net, x)
     step = _input_grad_step(net, x)
 
     def bf16_step():
         with torch.autocast(device.type, dtype=torch.bfloat16):
             return step()
-    bf16_sec = timeit(bf16_step, device)
+    variants = {"float32": step, "bf16": bf16_step}
     t0 = time.perf_counter()
     try:
         compiled = _input_grad_step(torch.compile(net), x)
         compiled()                                   # the first call compiles
         compile_sec = time.perf_counter() - t0
-        compiled_sec = timeit(compiled, device)
+        variants["compiled"] = compiled
     except Exception as err:                         # a machine without a working compiler: say so, go on
-        compile_sec, compiled_sec = None, None
+        compile_sec = None
         print(f"torch.compile failed on {device}: {type(err).__name__}: {str(err)[:200]}")
+    t = interleaved(variants, device)
+    sec = t["float32"]
     return {"what": f"SGLD step, Table 3 network, {size} px, batch {batch}, channels_last",
             "sgld_steps_per_s": 1 / sec, "images_per_s": batch / sec, "seconds_per_step": sec,
             "flop_per_step": flops, "flop_per_s": flops / sec, "fraction_of_peak": flops / sec / peak,
-            "bf16_autocast_seconds_per_step": bf16_sec, "compiled_seconds_per_step": compiled_sec,
+            "bf16_autocast_seconds_per_step": t["bf16"], "compiled_seconds_per_step": t.get("compiled"),
             "compile_seconds": compile_sec}
 
 
