@@ -12,6 +12,7 @@ from energyad.data import synthetic
 from energyad.experiments import dehaene as exp
 from energyad.experiments import STAND_IN_NOTICE, resume, runner
 from energyad.methods import dehaene as dh
+from energyad.networks.bergmann_ae import BergmannAE
 
 LAX = dh.HealthRules(min_output_dependence=0.0, min_active_dims=0, min_loss_drop=-float("inf"))
 
@@ -146,3 +147,20 @@ def test_the_training_curve_is_the_error_each_model_lowers(kind, one_thread):
         rec = model.reconstruct(x)
     want = dh.dssim_map(x, rec).mean() if kind == "dsae" else (x - rec).pow(2).mean()
     assert hist[-1] == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_projecting_in_chunks_gives_the_numbers_of_one_batch(one_thread):
+    """Each image is projected on its own: chunks (which bound a GPU's memory) change no number."""
+    torch.manual_seed(0)
+    model = dh.AutoencoderModel(BergmannAE(1, 32, latent=4, width=4), "l2ae")
+    x = torch.rand(5, 1, 32, 32)
+    masks = (torch.rand(5, 1, 32, 32) > 0.8).float()
+    s = dh.ProjectionSettings(steps=4, stop_loss=float(model.loss_r(x).median()))
+    whole, info = dh.project(model, x, s)
+    parts, stopped = exp.project_in_chunks(model, x, s, chunk=2)
+    assert torch.allclose(whole, parts, atol=1e-6) and torch.equal(info["stopped_at"], stopped)
+    one = exp.convergence_curves(model, x, masks, s, record_every=2, chunk=128)
+    two = exp.convergence_curves(model, x, masks, s, record_every=2, chunk=2)
+    assert one["steps"] == two["steps"] == [0, 2, 4]
+    for k in ("none", "error", "pixel_none", "pixel_error"):
+        assert one[k] == pytest.approx(two[k], abs=1e-6)

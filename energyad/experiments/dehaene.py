@@ -182,6 +182,14 @@ def load_category(root, category: str, s: MVTecSettings, progress: bool = True):
     return texture, x_tr, (x_te, m_te, y_te, defects)
 
 
+def project_in_chunks(model, x: torch.Tensor, s: dh.ProjectionSettings, chunk: int = 256):
+    """``(x_T, stopped_at)`` of :func:`energyad.methods.dehaene.project` over ``x`` in chunks of ``chunk``
+    images (each image is projected on its own: a chunk bounds the memory of a tiled texture's test set,
+    ~1,900 tiles at 128 px in the full profile)."""
+    out = [dh.project(model, x[i:i + chunk], s) for i in range(0, len(x), chunk)]
+    return torch.cat([xt for xt, _ in out]), torch.cat([info["stopped_at"] for _, info in out])
+
+
 def run_category(root, category: str, s: MVTecSettings, device, progress: bool = True, seed: int = 0,
                  key: str | None = None):
     """Train each baseline on one category; return ({kind: (model, projection settings)}, test tensors,
@@ -199,11 +207,11 @@ def run_category(root, category: str, s: MVTecSettings, device, progress: bool =
         xd = x_te.to(device)
         with torch.no_grad():
             recon_map = dh.dssim_map(xd, model.reconstruct(xd)).cpu()
-        xt, info = dh.project(model, xd, proj_s)
+        xt, stopped_at = project_in_chunks(model, xd, proj_s)
         proj_map = dh.dssim_map(xd, xt).cpu()
         res[kind] = {"reconstruction": metrics.pixel_auroc(recon_map, m_te), "projection": metrics.pixel_auroc(proj_map, m_te),
                      "aupro_reconstruction": metrics.aupro(recon_map, m_te), "aupro_projection": metrics.aupro(proj_map, m_te),
-                     "mean_iterations": info["stopped_at"].float().mean().item(), "health": health}
+                     "mean_iterations": stopped_at.float().mean().item(), "health": health}
         models[kind] = (model, proj_s)
     return models, (x_te, m_te, y_te, defects), res
 
@@ -311,17 +319,23 @@ def mean_image_pixel_auroc(maps: torch.Tensor, masks: torch.Tensor) -> float:
 
 
 def convergence_curves(model, x: torch.Tensor, masks: torch.Tensor, s: dh.ProjectionSettings,
-                       record_every: int = 2) -> dict:
+                       record_every: int = 2, chunk: int = 128) -> dict:
     """Mean per-image pixel AUROC (Fig. 5) of DSSIM(x_0, x_t) every ``record_every`` iterations, no stop
     criterion, for plain steps (Eq. 5) and error-weighted ones (Eq. 8):
     ``{"steps": [...], "none": [...], "error": [...], "pixel_none": [...], "pixel_error": [...]}``
-    (``pixel_*``: the pixel AUROC over all pixels of all images, Table 1's measure)."""
+    (``pixel_*``: the pixel AUROC over all pixels of all images, Table 1's measure). The images are
+    projected ``chunk`` at a time, each chunk's iterates turned into DSSIM maps on the host before the
+    next (the iterates of a whole texture test set at 128 px would not fit in a GPU's memory)."""
     out = {}
     for w in ("none", "error"):
-        _, info = dh.project(model, x, replace(s, weighting=w, stop_loss=None, tol=0.0),
-                             return_trajectory=True, record_every=record_every)
-        tr = info["trajectory"]
-        maps = [dh.dssim_map(x, tr[:, k]).cpu() for k in range(tr.shape[1])]
+        per_chunk = []
+        for i in range(0, len(x), chunk):
+            xc = x[i:i + chunk]
+            _, info = dh.project(model, xc, replace(s, weighting=w, stop_loss=None, tol=0.0),
+                                 return_trajectory=True, record_every=record_every)
+            tr = info["trajectory"]
+            per_chunk.append([dh.dssim_map(xc, tr[:, k]).cpu() for k in range(tr.shape[1])])
+        maps = [torch.cat(step_maps) for step_maps in zip(*per_chunk)]
         out[w] = [mean_image_pixel_auroc(mp, masks) for mp in maps]
         out[f"pixel_{w}"] = [metrics.pixel_auroc(mp, masks) for mp in maps]
     out["steps"] = [record_every * k for k in range(len(out["none"]))]
