@@ -4,8 +4,8 @@ hardware comes to its own dense-matmul peak.
 For each method the bench times the step that dominates its full profile:
 
 - Genc et al.: one SGLD step of the Table 3 network (128 px, batch 32) — a forward pass and the
-  gradient with respect to the input — in channels_last memory format (measured here: 0.59 s against
-  0.68 s in the default format on 2 CPU threads; the Genc trainer uses it on CUDA only). Its FLOPs are counted as twice the forward convolutions'
+  gradient with respect to the input — in channels_last memory format (the default format is timed
+  too; the Genc trainer uses channels_last on CUDA only). Its FLOPs are counted as twice the forward convolutions'
   FLOPs (the input-gradient pass costs about one more forward), so ``flop_per_s`` and
   ``fraction_of_peak`` (against a square fp32 matmul timed on the same device in the same run)
   say how well the step uses the machine.
@@ -30,6 +30,7 @@ is a question for a full run (``TrainSettings.autocast_bf16`` stays off until on
 """
 from __future__ import annotations
 
+import copy
 import json
 import statistics
 import time
@@ -167,7 +168,9 @@ def bench_genc(device, size: int, batch: int, peak: float) -> dict:
     def bf16_step():
         with torch.autocast(device.type, dtype=torch.bfloat16):
             return step()
-    variants = {"float32": step, "bf16": bf16_step}
+    plain_net = copy.deepcopy(net).to(memory_format=torch.contiguous_format)   # the default memory format
+    plain = _input_grad_step(plain_net, x.contiguous())
+    variants = {"float32": step, "contiguous": plain, "bf16": bf16_step}
     t0 = time.perf_counter()
     try:
         compiled = _input_grad_step(torch.compile(net), x)
@@ -182,7 +185,7 @@ def bench_genc(device, size: int, batch: int, peak: float) -> dict:
     return {"what": f"SGLD step, Table 3 network, {size} px, batch {batch}, channels_last",
             "sgld_steps_per_s": 1 / sec, "images_per_s": batch / sec, "seconds_per_step": sec,
             "flop_per_step": flops, "flop_per_s": flops / sec, "fraction_of_peak": flops / sec / peak,
-            "bf16_autocast_seconds_per_step": t["bf16"], "compiled_seconds_per_step": t.get("compiled"),
+            "contiguous_seconds_per_step": t["contiguous"], "bf16_autocast_seconds_per_step": t["bf16"], "compiled_seconds_per_step": t.get("compiled"),
             "compile_seconds": compile_sec}
 
 
