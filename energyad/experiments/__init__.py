@@ -98,7 +98,8 @@ def real_or_stand_in(categories=None, *, need_masks: bool = True, max_real: int 
     cats = available_categories(categories, need_masks=need_masks)
     if max_real is not None:
         cats = dict(list(cats.items())[:max_real])
-    cats.update({c: r for c, r in available_categories(image_level).items() if c not in cats} if image_level else {})
+    if image_level:
+        cats.update({c: r for c, r in available_categories(image_level).items() if c not in cats})
     if cats:
         return cats, False
     if not fallback:
