@@ -27,6 +27,26 @@ def one_thread():
 
 
 @pytest.fixture
+def stop_after_steps(monkeypatch):
+    """``stop_after_steps(n)``: the resumable loops' deadline check answers yes once ``n`` steps have run.
+
+    The loops check once before a unit and once after each step, so the first check to say yes is the
+    ``n + 2``-th; steps count on across the units of one run.
+    """
+    from energyad.experiments import resume
+
+    def arm(n: int):
+        calls = {"n": 0}
+
+        def reached():
+            calls["n"] += 1
+            return calls["n"] > n + 1
+
+        monkeypatch.setattr(resume, "deadline_reached", reached)
+    return arm
+
+
+@pytest.fixture
 def make_data_root(tmp_path, monkeypatch):
     """``make_data_root(size=64, n_test_good=3, n_test_defect=2, seed=2)`` writes a data root holding one
     real-layout MVTec AD category the project does not ship, "carpet" (a texture, masks included), points

@@ -96,15 +96,9 @@ def test_without_real_categories_the_stand_ins_with_a_notice(tmp_path, monkeypat
 
 
 def test_a_stopped_training_loop_resumes_to_the_uninterrupted_numbers(carpet_only, tmp_path, monkeypatch,
-                                                                      one_thread):
+                                                                      stop_after_steps, one_thread):
     straight = runner.run("dehaene-mvtec", "quick", tmp_path / "a", "cpu")["metrics"]
-    calls = {"n": 0}
-
-    def stop_in_the_vae():
-        calls["n"] += 1
-        return calls["n"] > 6          # one check before the unit, 3 epochs of the L2AE, then 2 of the VAE
-
-    monkeypatch.setattr(resume, "deadline_reached", stop_in_the_vae)
+    stop_after_steps(5)  # 3 epochs of the L2AE, then 2 of the VAE
     with pytest.raises(resume.StopForResume, match="stopped at step 2 of 3"):
         runner.run("dehaene-mvtec", "quick", tmp_path / "b", "cpu", max_minutes=1)
     partial = tmp_path / "b" / "checkpoints" / "dehaene-mvtec-quick-seed0" / "train-carpet-vae.partial.pt"

@@ -76,15 +76,10 @@ def test_no_real_category_falls_back_to_the_stand_in_with_a_notice(tmp_path, mon
         exp.select_categories(exp.MVTEC_FULL)
 
 
-def test_a_stopped_full_run_resumes_to_the_uninterrupted_result(tmp_path, carpet_only, monkeypatch, one_thread):
+def test_a_stopped_full_run_resumes_to_the_uninterrupted_result(tmp_path, carpet_only, monkeypatch, stop_after_steps,
+                                                                one_thread):
     straight = runner.run("genc-mvtec", "full", tmp_path / "a", "cpu")["metrics"]
-    calls = {"n": 0}
-
-    def stop_midway():
-        calls["n"] += 1
-        return calls["n"] > 4           # one check before the unit, then one per training step: stop at step 3
-
-    monkeypatch.setattr(resume, "deadline_reached", stop_midway)
+    stop_after_steps(3)
     with pytest.raises(resume.StopForResume, match="stopped at step 3 of 6"):
         runner.run("genc-mvtec", "full", tmp_path / "b", "cpu", max_minutes=1)
     partial = next((tmp_path / "b" / "checkpoints").rglob("genc-carpet-training.partial.pt"))

@@ -78,18 +78,13 @@ def test_real_categories_capped_and_image_level_ones_added(tmp_path, monkeypatch
         ["grid", "tile", "wood", "bottle"]
 
 
-def test_a_run_stopped_inside_a_category_resumes_to_the_uninterrupted_numbers(tmp_path, carpet_root, monkeypatch):
+def test_a_run_stopped_inside_a_category_resumes_to_the_uninterrupted_numbers(tmp_path, carpet_root, monkeypatch,
+                                                                                stop_after_steps):
     _tiny_quick(monkeypatch)
     straight = runner.run("kinder-iem-mvtec", "quick", tmp_path / "a", "cpu")
     # 6 training images, batches of 2: 3 steps per epoch, 2 epochs, 3 layers = 18 steps; stop at step 8
     # (layer 1, epoch 0, last batch: mid-epoch, after layer 0 finished)
-    calls = {"n": 0}
-
-    def stop_after_8():
-        calls["n"] += 1
-        return calls["n"] > 9          # one check before the unit, then one per step
-
-    monkeypatch.setattr(resume, "deadline_reached", stop_after_8)
+    stop_after_steps(8)
     with pytest.raises(resume.StopForResume, match="carpet-iem-fit: stopped at step 8 of 18"):
         runner.run("kinder-iem-mvtec", "quick", tmp_path / "b", "cpu", max_minutes=1)
     partial = next((tmp_path / "b" / "checkpoints").rglob("carpet-iem-fit.partial.pt"))

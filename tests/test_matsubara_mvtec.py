@@ -86,16 +86,10 @@ def test_without_real_categories_the_synthetic_ones_with_a_notice(tmp_path, monk
         exp.patch_categories(exp.PATCH_FULL)
 
 
-def test_a_stopped_category_resumes_to_the_uninterrupted_numbers(carpet_only, tmp_path, monkeypatch,
+def test_a_stopped_category_resumes_to_the_uninterrupted_numbers(carpet_only, tmp_path, monkeypatch, stop_after_steps,
                                                                  tolerate_untrained, one_thread):
     straight = runner.run("matsubara-mvtec", "quick", tmp_path / "a", "cpu")["metrics"]
-    calls = {"n": 0}
-
-    def stop_after_two_epochs():
-        calls["n"] += 1
-        return calls["n"] > 3                      # one check before the unit, then one per epoch
-
-    monkeypatch.setattr(resume, "deadline_reached", stop_after_two_epochs)
+    stop_after_steps(2)  # one step per epoch
     with pytest.raises(resume.StopForResume, match="stopped at step 2 of 4"):
         runner.run("matsubara-mvtec", "quick", tmp_path / "b", "cpu", max_minutes=1)
     partial = tmp_path / "b" / "checkpoints" / "matsubara-mvtec-quick-seed0" / "vae-carpet.partial.pt"

@@ -40,16 +40,10 @@ def toy(monkeypatch):
     monkeypatch.setattr(experiments, "load_all", lambda: reg)
 
 
-def test_a_stopped_run_resumes_to_the_uninterrupted_result(tmp_path, toy, monkeypatch, one_thread):
+def test_a_stopped_run_resumes_to_the_uninterrupted_result(tmp_path, toy, monkeypatch, stop_after_steps, one_thread):
     straight = runner.run("toy", "quick", tmp_path / "a", "cpu")["metrics"]["a"]
 
-    calls = {"n": 0}
-
-    def stop_after_15():
-        calls["n"] += 1
-        return calls["n"] > 16          # one check before the unit, then one per step
-
-    monkeypatch.setattr(resume, "deadline_reached", stop_after_15)
+    stop_after_steps(15)
     with pytest.raises(resume.StopForResume, match="stopped at step 15 of 40"):
         runner.run("toy", "quick", tmp_path / "b", "cpu", max_minutes=1)
     partial = tmp_path / "b" / "checkpoints" / "toy-quick-seed0" / "cat-a-training.partial.pt"
